@@ -1,0 +1,97 @@
+//! # hookfan-connectors
+//!
+//! The destinations hookfan delivers to. A [`Connector`] makes one attempt per [`Record`] and
+//! classifies the result as an [`Outcome`]; it never sleeps or retries, because the retry schedule
+//! is durable and belongs to the worker and the store. Nothing here knows about actix or the store.
+//!
+//! - [`secret`]: a string whose `Debug` and `Display` print `***`.
+//! - [`units`]: human durations (`"10s"`), sizes (`"1MiB"`) and rates (`"50/min"`).
+//! - [`outcome`]: the one table that turns an HTTP status or a transport error into an outcome.
+//! - [`http`]: the shared reqwest client.
+//! - [`body`]: mapped fields → JSON object (dotted names nest) or form body.
+//! - [`webhook`], [`file`]: one destination each.
+
+pub mod body;
+pub mod file;
+pub mod http;
+pub mod outcome;
+pub mod secret;
+pub mod units;
+pub mod webhook;
+
+use std::sync::Arc;
+
+pub use outcome::{Attempt, Outcome};
+pub use secret::Secret;
+
+/// One delivery handed to a connector: the mapped fields, the original notification, and whatever
+/// state an earlier attempt of the same delivery saved.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub delivery_id: i64,
+    pub notification_id: i64,
+    /// Qualifio's participation id (the payload's `id`).
+    pub participation_id: String,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    /// The destination's mapped fields, in config order.
+    pub fields: Vec<(String, String)>,
+    /// The notification exactly as Qualifio sent it.
+    pub raw: Arc<str>,
+    /// Progress saved by an earlier attempt (e.g. a created card's id).
+    pub state: Option<serde_json::Value>,
+}
+
+/// What a connector would send for a record, secrets redacted (for `hookfan preview`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Described {
+    /// e.g. `POST https://crm.example/hooks` or `append to /var/lib/hookfan/out.jsonl`.
+    pub action: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+/// A config problem found by a connector's own validation; `key` is relative to the destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigIssue {
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigIssue {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Why a connector could not be built or checked.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectorError {
+    #[error("{0}")]
+    Config(String),
+    #[error("{0}")]
+    Check(String),
+}
+
+/// A destination. Stateless but for clients and caches; per-delivery progress travels in
+/// [`Record::state`] and [`Attempt::state`].
+#[async_trait::async_trait]
+pub trait Connector: Send + Sync {
+    /// The most records one `deliver` call takes (Sheets appends many rows in one call).
+    fn max_batch(&self) -> usize {
+        1
+    }
+
+    /// Makes one attempt for each record and returns exactly one [`Attempt`] per record, in order.
+    async fn deliver(&self, records: &[Record]) -> Vec<Attempt>;
+
+    /// A real, harmless call that proves the destination is reachable and the credentials work.
+    /// Returns a one-line description of what was found.
+    async fn check(&self) -> Result<String, ConnectorError>;
+
+    /// The request `deliver` would send for this record, with secrets redacted.
+    fn describe(&self, record: &Record) -> Described;
+}

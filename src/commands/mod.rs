@@ -1,0 +1,27 @@
+//! What `hookfan check` and `hookfan preview` print. The binary parses arguments and calls these.
+
+pub mod check;
+pub mod preview;
+
+use serde_json::json;
+
+use crate::config::{ConfigError, Problem};
+
+/// A config error as the commands print it: text lines, or JSON with each problem's position.
+pub fn config_error_json(err: &ConfigError) -> serde_json::Value {
+    let problems: Vec<serde_json::Value> = match err {
+        ConfigError::Invalid(list) => list.iter().map(problem_json).collect(),
+        ConfigError::Read { .. } => vec![json!({"message": err.to_string()})],
+    };
+    json!({"valid": false, "errors": problems})
+}
+
+fn problem_json(p: &Problem) -> serde_json::Value {
+    json!({
+        "file": p.file.display().to_string(),
+        "line": p.line,
+        "column": p.column,
+        "key": p.key,
+        "message": p.message,
+    })
+}

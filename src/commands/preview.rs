@@ -1,0 +1,137 @@
+//! `hookfan preview`: for a real payload, what each destination would receive.
+
+use serde_json::{Value, json};
+
+use crate::config::Config;
+use crate::mapping::Mapper;
+use crate::router;
+
+/// One destination's preview.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DestinationPreview {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub routed: bool,
+    pub reason: Option<String>,
+    pub fields: Vec<(String, String)>,
+    /// A field that failed to render (the delivery would be dead with this message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The request the connector would send, secrets redacted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<hookfan_connectors::Described>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreviewError {
+    #[error("the payload is not JSON: {0}")]
+    NotJson(serde_json::Error),
+    #[error("the payload must be a JSON object")]
+    NotObject,
+    #[error("no destination named {0:?}")]
+    NoSuchDestination(String),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// Maps `payload` for every destination (or only `only`), as if it came from `source`.
+pub fn preview(
+    config: &Config,
+    payload: &str,
+    only: Option<&str>,
+    source: Option<&str>,
+) -> Result<Vec<DestinationPreview>, PreviewError> {
+    let doc: Value = serde_json::from_str(payload).map_err(PreviewError::NotJson)?;
+    if !doc.is_object() {
+        return Err(PreviewError::NotObject);
+    }
+    if let Some(name) = only {
+        if config.destination(name).is_none() {
+            return Err(PreviewError::NoSuchDestination(name.into()));
+        }
+    }
+    let mapper = Mapper::new(config).map_err(PreviewError::Setup)?;
+    let client =
+        hookfan_connectors::http::client().map_err(|e| PreviewError::Setup(e.to_string()))?;
+    let received_at = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let ctx = Mapper::context(&doc, &received_at);
+    let routes = router::route(config, &mapper, source, &ctx);
+    let mut out = Vec::new();
+    for (d, route) in config.destinations.iter().zip(routes) {
+        if only.is_some_and(|n| n != d.name) {
+            continue;
+        }
+        let (fields, error) = match mapper.fields(d, &ctx) {
+            Ok(f) => (f, None),
+            Err(e) => (Vec::new(), Some(e.to_string())),
+        };
+        let request = match (&error, crate::connect::connector(d, &client)) {
+            (None, Ok(c)) => Some(
+                c.describe(&hookfan_connectors::Record {
+                    delivery_id: 0,
+                    notification_id: 0,
+                    participation_id: doc
+                        .get("id")
+                        .and_then(Value::as_str)
+                        .unwrap_or_default()
+                        .to_string(),
+                    attempt: 1,
+                    fields: fields.clone(),
+                    raw: payload.into(),
+                    state: None,
+                }),
+            ),
+            _ => None,
+        };
+        out.push(DestinationPreview {
+            name: d.name.clone(),
+            kind: d.kind.type_name().into(),
+            routed: route.routed,
+            reason: route.reason,
+            fields,
+            error,
+            request,
+        });
+    }
+    Ok(out)
+}
+
+pub fn to_json(previews: &[DestinationPreview]) -> Value {
+    json!({ "destinations": previews })
+}
+
+pub fn to_text(previews: &[DestinationPreview]) -> String {
+    let mut out = String::new();
+    for p in previews {
+        let status = if p.routed {
+            "routed".to_string()
+        } else {
+            format!("not routed: {}", p.reason.as_deref().unwrap_or_default())
+        };
+        out.push_str(&format!("{} ({}): {status}\n", p.name, p.kind));
+        let width = p
+            .fields
+            .iter()
+            .map(|(n, _)| n.chars().count())
+            .max()
+            .unwrap_or(0);
+        for (name, value) in &p.fields {
+            out.push_str(&format!("  {name:<width$} = {value}\n"));
+        }
+        if let Some(e) = &p.error {
+            out.push_str(&format!("  error: {e}\n"));
+        }
+        if let Some(r) = &p.request {
+            out.push_str(&format!("  would send: {}\n", r.action));
+            for (h, v) in &r.headers {
+                out.push_str(&format!("    {h}: {v}\n"));
+            }
+            out.push_str(&format!("    {}\n", r.body));
+        }
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,20 @@
+//! Builds the connector behind each destination.
+
+use std::sync::Arc;
+
+use hookfan_connectors::file::FileSink;
+use hookfan_connectors::webhook::Webhook;
+use hookfan_connectors::{Connector, ConnectorError};
+
+use crate::config::{Destination, DestinationKind};
+
+/// The connector for one destination, sharing the process's HTTP client.
+pub fn connector(
+    d: &Destination,
+    client: &reqwest::Client,
+) -> Result<Arc<dyn Connector>, ConnectorError> {
+    Ok(match &d.kind {
+        DestinationKind::Webhook(c) => Arc::new(Webhook::new(c.clone(), client.clone())?),
+        DestinationKind::File(c) => Arc::new(FileSink::new(c.clone())),
+    })
+}

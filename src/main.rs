@@ -1,0 +1,148 @@
+//! The `hookfan` command: parses arguments, sets up logging, and calls into the library.
+
+use std::io::Read as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use hookfan::commands::{self, check, preview};
+use hookfan::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "hookfan",
+    version,
+    about = "Relays Qualifio participation webhooks to many destinations."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// The config file [default: $HOOKFAN_CONFIG, else ./hookfan.toml]
+    #[arg(
+        long,
+        short,
+        env = "HOOKFAN_CONFIG",
+        default_value = "hookfan.toml",
+        hide_default_value = true,
+        hide_env = true
+    )]
+    config: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the config and summarise its sources and destinations.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print the summary (or the errors) as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show what each destination would receive for a payload.
+    Preview {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Only this destination.
+        #[arg(long, short)]
+        destination: Option<String>,
+        /// Route as if the payload came from this source (applies `sources` filters).
+        #[arg(long, short)]
+        source: Option<String>,
+        /// Print JSON: {"destinations": [{"name", "type", "routed", "reason", "fields", …}]}.
+        #[arg(long)]
+        json: bool,
+        /// A Qualifio payload file, or - for standard input.
+        payload: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    // Every outbound client uses rustls with ring; reqwest panics at the first client without it.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config, json } => run_check(&config.config, json),
+        Command::Preview {
+            config,
+            destination,
+            source,
+            json,
+            payload,
+        } => run_preview(
+            &config.config,
+            destination.as_deref(),
+            source.as_deref(),
+            json,
+            &payload,
+        ),
+    }
+}
+
+fn load(path: &std::path::Path, json: bool) -> Result<Config, ExitCode> {
+    Config::load(path).map_err(|e| {
+        if json {
+            println!("{:#}", commands::config_error_json(&e));
+        } else {
+            eprintln!("{e}");
+        }
+        ExitCode::FAILURE
+    })
+}
+
+fn run_check(path: &std::path::Path, json: bool) -> ExitCode {
+    let config = match load(path, json) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    if json {
+        println!("{:#}", check::summary_json(&config));
+    } else {
+        print!("{}", check::summary_text(&config));
+    }
+    ExitCode::SUCCESS
+}
+
+fn run_preview(
+    path: &std::path::Path,
+    only: Option<&str>,
+    source: Option<&str>,
+    json: bool,
+    payload: &std::path::Path,
+) -> ExitCode {
+    let config = match load(path, json) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let text = if payload.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).map(|_| s)
+    } else {
+        std::fs::read_to_string(payload)
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("cannot read {}: {e}", payload.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    match preview::preview(&config, &text, only, source) {
+        Ok(previews) if json => {
+            println!("{:#}", preview::to_json(&previews));
+            ExitCode::SUCCESS
+        }
+        Ok(previews) => {
+            print!("{}", preview::to_text(&previews));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

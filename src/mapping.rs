@@ -1,0 +1,245 @@
+//! Templates: each destination's `fields` and `when`, compiled once into one minijinja
+//! environment and rendered against [`crate::payload::context`]. Missing values render as empty
+//! strings; custom filters `date` and `yesno` sit beside minijinja's built-ins.
+
+use minijinja::value::{Kwargs, Serde, Value};
+use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
+
+use crate::config::Config;
+
+/// A template error in words for a marketer: what went wrong and where in the template.
+fn describe(err: &Error) -> String {
+    let mut text = err
+        .detail()
+        .map(str::to_owned)
+        .unwrap_or_else(|| err.kind().to_string());
+    if let Some(line) = err.line() {
+        if line > 1 {
+            text.push_str(&format!(" (template line {line})"));
+        }
+    }
+    text
+}
+
+/// The environment every template and expression runs in.
+fn environment() -> Environment<'static> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Chainable);
+    // Not HTML: no escaping. `none` and missing values print as nothing.
+    env.set_auto_escape_callback(|_| minijinja::AutoEscape::None);
+    env.set_formatter(|out, state, value| {
+        if value.is_none() || value.is_undefined() {
+            Ok(())
+        } else {
+            minijinja::escape_formatter(out, state, value)
+        }
+    });
+    env.add_filter("date", date);
+    env.add_filter("yesno", yesno);
+    env
+}
+
+/// Checks a field template's syntax (config validation).
+pub fn check_template(source: &str) -> Result<(), String> {
+    environment()
+        .template_from_str(source)
+        .map(|_| ())
+        .map_err(|e| describe(&e))
+}
+
+/// Checks a `when` expression's syntax (config validation).
+pub fn check_expression(source: &str) -> Result<(), String> {
+    environment()
+        .compile_expression(source)
+        .map(|_| ())
+        .map_err(|e| describe(&e))
+}
+
+/// Whether a destination gets a notification, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Routed,
+    /// `when` evaluated to false.
+    False,
+    /// `when` failed at run time: treated as not routed, with a warning.
+    Error(String),
+}
+
+/// A field template that failed at delivery time.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field {field:?}: {message}")]
+pub struct RenderError {
+    pub field: String,
+    pub message: String,
+}
+
+/// Every destination's templates, compiled.
+pub struct Mapper {
+    env: Environment<'static>,
+}
+
+impl Mapper {
+    /// Compiles every destination's templates; the config was validated, so this only fails if
+    /// validation missed something.
+    pub fn new(config: &Config) -> Result<Mapper, String> {
+        let mut env = environment();
+        for d in &config.destinations {
+            for (i, (field, source)) in d.fields.iter().enumerate() {
+                env.add_template_owned(field_key(&d.name, i), source.clone())
+                    .map_err(|e| {
+                        format!("destinations.{}.fields.{field}: {}", d.name, describe(&e))
+                    })?;
+            }
+            if let Some(when) = &d.when {
+                // An expression wrapped in a template compiles once and needs no borrow of `env`.
+                env.add_template_owned(
+                    when_key(&d.name),
+                    format!("{{% if {when} %}}1{{% endif %}}"),
+                )
+                .map_err(|e| format!("destinations.{}.when: {}", d.name, describe(&e)))?;
+            }
+        }
+        Ok(Mapper { env })
+    }
+
+    /// The render context for one notification.
+    pub fn context(doc: &serde_json::Value, received_at: &str) -> Value {
+        Value::from(Serde(crate::payload::context(doc, received_at)))
+    }
+
+    /// Evaluates a destination's `when` (no `when` is always routed).
+    pub fn when(&self, destination: &str, ctx: &Value) -> Verdict {
+        let Ok(template) = self.env.get_template(&when_key(destination)) else {
+            return Verdict::Routed;
+        };
+        match template.render(ctx) {
+            Ok(out) if out == "1" => Verdict::Routed,
+            Ok(_) => Verdict::False,
+            Err(e) => Verdict::Error(describe(&e)),
+        }
+    }
+
+    /// Renders a destination's fields in order.
+    pub fn fields(
+        &self,
+        destination: &crate::config::Destination,
+        ctx: &Value,
+    ) -> Result<Vec<(String, String)>, RenderError> {
+        destination
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, (field, _))| {
+                let rendered = self
+                    .env
+                    .get_template(&field_key(&destination.name, i))
+                    .and_then(|t| t.render(ctx));
+                rendered
+                    .map(|value| (field.clone(), value))
+                    .map_err(|e| RenderError {
+                        field: field.clone(),
+                        message: describe(&e),
+                    })
+            })
+            .collect()
+    }
+}
+
+fn field_key(destination: &str, index: usize) -> String {
+    format!("{destination}/fields/{index}")
+}
+
+fn when_key(destination: &str) -> String {
+    format!("{destination}/when")
+}
+
+const DEFAULT_DATE_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+/// `{{ value | date("%d/%m/%Y", tz="Europe/Brussels") }}`. Reads Unix seconds (number or string),
+/// ISO 8601, or `YYYY-MM-DD HH:MM:SS`. An instant is shown in `tz` (UTC by default); a date and
+/// time without an offset is taken as already being in `tz`. Missing or empty → "".
+fn date(value: &Value, format: Option<String>, kwargs: Kwargs) -> Result<Value, Error> {
+    let tz_name: Option<String> = kwargs.get("tz")?;
+    kwargs.assert_all_used()?;
+    if value.is_undefined()
+        || value.is_none()
+        || value.as_str().is_some_and(|s| s.trim().is_empty())
+    {
+        return Ok(Value::from(""));
+    }
+    let tz = match &tz_name {
+        Some(name) => jiff::tz::TimeZone::get(name).map_err(|_| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                format!("date: unknown time zone {name:?}"),
+            )
+        })?,
+        None => jiff::tz::TimeZone::UTC,
+    };
+    let zoned = to_zoned(value, tz).ok_or_else(|| {
+        Error::new(
+            ErrorKind::InvalidOperation,
+            format!("date: cannot read {value} as a date (Unix seconds, ISO 8601 or YYYY-MM-DD HH:MM:SS)"),
+        )
+    })?;
+    let format = format.as_deref().unwrap_or(DEFAULT_DATE_FORMAT);
+    jiff::fmt::strtime::format(format, &zoned)
+        .map(Value::from)
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidOperation,
+                format!("date: bad format {format:?}: {e}"),
+            )
+        })
+}
+
+fn to_zoned(value: &Value, tz: jiff::tz::TimeZone) -> Option<jiff::ZonedDateTime> {
+    if let Some(secs) = value.as_i64() {
+        return jiff::Timestamp::from_second(secs)
+            .ok()
+            .map(|t| t.to_zoned_datetime(tz));
+    }
+    if let Ok(f) = f64::try_from(value.clone()) {
+        if value.as_str().is_none() && f.is_finite() {
+            return jiff::Timestamp::from_millisecond((f * 1000.0) as i64)
+                .ok()
+                .map(|t| t.to_zoned_datetime(tz));
+        }
+    }
+    let text = value.as_str()?.trim();
+    if let Ok(secs) = text.parse::<i64>() {
+        return jiff::Timestamp::from_second(secs)
+            .ok()
+            .map(|t| t.to_zoned_datetime(tz));
+    }
+    if let Ok(t) = text.parse::<jiff::Timestamp>() {
+        return Some(t.to_zoned_datetime(tz));
+    }
+    if let Ok(dt) = text.parse::<jiff::civil::DateTime>() {
+        return dt.to_zoned_datetime(tz).ok();
+    }
+    text.parse::<jiff::civil::Date>()
+        .ok()
+        .and_then(|d| d.to_zoned_datetime(tz).ok())
+}
+
+/// `{{ consent.newsletter | yesno }}` → `yes`/`no`; `yesno("Oui", "Non")` for other words.
+/// "1", 1, true, "true", "yes" are yes; missing → "".
+fn yesno(value: &Value, yes: Option<String>, no: Option<String>) -> Value {
+    if value.is_undefined() || value.is_none() {
+        return Value::from("");
+    }
+    let truthy = match value.as_str() {
+        Some(s) => matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "1" | "true" | "yes" | "y" | "on"
+        ),
+        None => value.is_true(),
+    };
+    let word = if truthy {
+        yes.unwrap_or_else(|| "yes".into())
+    } else {
+        no.unwrap_or_else(|| "no".into())
+    };
+    Value::from(word)
+}
