@@ -252,7 +252,10 @@ impl Config {
         }
         let raw: RawConfig = from_value(tree, &KeyPath::root())
             .map_err(|p| ConfigError::Invalid(vec![p.locate(&loc)]))?;
-        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let dir = match file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         let dir = std::path::absolute(&dir).unwrap_or(dir);
         let mut v = Validator {
             loc: &loc,
