@@ -1,6 +1,7 @@
 //! Templates: each destination's `fields` and `when`, compiled once into one minijinja
 //! environment and rendered against [`crate::payload::context`]. Missing values render as empty
-//! strings; custom filters `date` and `yesno` sit beside minijinja's built-ins.
+//! strings; custom filters `date` and `yesno` sit beside minijinja's built-ins, with `truncate`
+//! added (minijinja has none) and `join` keeping a single string whole.
 
 use minijinja::value::{Kwargs, Serde, Value};
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
@@ -13,10 +14,10 @@ fn describe(err: &Error) -> String {
         .detail()
         .map(str::to_owned)
         .unwrap_or_else(|| err.kind().to_string());
-    if let Some(line) = err.line() {
-        if line > 1 {
-            text.push_str(&format!(" (template line {line})"));
-        }
+    if let Some(line) = err.line()
+        && line > 1
+    {
+        text.push_str(&format!(" (template line {line})"));
     }
     text
 }
@@ -36,23 +37,49 @@ fn environment() -> Environment<'static> {
     });
     env.add_filter("date", date);
     env.add_filter("yesno", yesno);
+    env.add_filter("join", join);
+    env.add_filter("truncate", truncate);
     env
 }
 
-/// Checks a field template's syntax (config validation).
+/// Checks a field template (config validation): its syntax, and that the filters, tests and
+/// functions it reaches exist. A misspelt filter is not a syntax error to minijinja, but it would
+/// fail every delivery, so it is found here by rendering once against an empty context.
 pub fn check_template(source: &str) -> Result<(), String> {
-    environment()
-        .template_from_str(source)
-        .map(|_| ())
-        .map_err(|e| describe(&e))
+    let env = environment();
+    let template = env.template_from_str(source).map_err(|e| describe(&e))?;
+    match template.render(minijinja::context! {}) {
+        Err(e) if is_unknown_name(&e) => Err(describe(&e)),
+        _ => Ok(()),
+    }
 }
 
-/// Checks a `when` expression's syntax (config validation).
+/// Checks a `when` expression (config validation), exactly as [`Mapper`] compiles it, with the
+/// same check for unknown filters, tests and functions as [`check_template`].
 pub fn check_expression(source: &str) -> Result<(), String> {
-    environment()
-        .compile_expression(source)
-        .map(|_| ())
-        .map_err(|e| describe(&e))
+    let env = environment();
+    env.compile_expression(source).map_err(|e| describe(&e))?;
+    let wrapped = when_template(source);
+    let template = env.template_from_str(&wrapped).map_err(|e| describe(&e))?;
+    match template.render(minijinja::context! {}) {
+        Err(e) if is_unknown_name(&e) => Err(describe(&e)),
+        _ => Ok(()),
+    }
+}
+
+/// A filter, test or function that does not exist: wrong whatever the payload. (An unknown
+/// method is not here: `x.lower()` fails on a missing value but works on a string.)
+fn is_unknown_name(err: &Error) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::UnknownFilter | ErrorKind::UnknownTest | ErrorKind::UnknownFunction
+    )
+}
+
+/// A `when` expression as a template that renders `1` when it is true. A template compiles once
+/// into the environment, where an [`minijinja::Expression`] would borrow it.
+fn when_template(expression: &str) -> String {
+    format!("{{% if {expression} %}}1{{% endif %}}")
 }
 
 /// Whether a destination gets a notification, and why not.
@@ -91,12 +118,8 @@ impl Mapper {
                     })?;
             }
             if let Some(when) = &d.when {
-                // An expression wrapped in a template compiles once and needs no borrow of `env`.
-                env.add_template_owned(
-                    when_key(&d.name),
-                    format!("{{% if {when} %}}1{{% endif %}}"),
-                )
-                .map_err(|e| format!("destinations.{}.when: {}", d.name, describe(&e)))?;
+                env.add_template_owned(when_key(&d.name), when_template(when))
+                    .map_err(|e| format!("destinations.{}.when: {}", d.name, describe(&e)))?;
             }
         }
         Ok(Mapper { env })
@@ -194,17 +217,22 @@ fn date(value: &Value, format: Option<String>, kwargs: Kwargs) -> Result<Value, 
 }
 
 fn to_zoned(value: &Value, tz: jiff::tz::TimeZone) -> Option<jiff::ZonedDateTime> {
+    // minijinja reads `true` as the number 1, which is no date.
+    if value.kind() == minijinja::value::ValueKind::Bool {
+        return None;
+    }
     if let Some(secs) = value.as_i64() {
         return jiff::Timestamp::from_second(secs)
             .ok()
             .map(|t| t.to_zoned_datetime(tz));
     }
-    if let Ok(f) = f64::try_from(value.clone()) {
-        if value.as_str().is_none() && f.is_finite() {
-            return jiff::Timestamp::from_millisecond((f * 1000.0) as i64)
-                .ok()
-                .map(|t| t.to_zoned_datetime(tz));
-        }
+    if let Ok(f) = f64::try_from(value.clone())
+        && value.as_str().is_none()
+        && f.is_finite()
+    {
+        return jiff::Timestamp::from_millisecond((f * 1000.0) as i64)
+            .ok()
+            .map(|t| t.to_zoned_datetime(tz));
     }
     let text = value.as_str()?.trim();
     if let Ok(secs) = text.parse::<i64>() {
@@ -242,4 +270,72 @@ fn yesno(value: &Value, yes: Option<String>, no: Option<String>) -> Value {
         no.unwrap_or_else(|| "no".into())
     };
     Value::from(word)
+}
+
+/// minijinja's `join`, except that a single string is kept whole: a check-box field with one
+/// response is its value, not a list, and `"cycling" | join(", ")` must not give `c, y, c, …`.
+fn join(
+    state: &mut minijinja::State,
+    value: &Value,
+    joiner: Option<minijinja::value::StringInput<'_>>,
+    attribute: Option<&str>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    if value.as_str().is_some() {
+        // Still reject misspelt keyword arguments.
+        let _: Option<Value> = kwargs.get("d")?;
+        let _: Option<Value> = kwargs.get("attribute")?;
+        kwargs.assert_all_used()?;
+        return Ok(value.clone());
+    }
+    minijinja::filters::join(state, value, joiner, attribute, kwargs)
+}
+
+/// Jinja's `truncate(length=255, killwords=false, end="...", leeway=5)`, which minijinja lacks
+/// (`leeway` by name only). Counting characters, a text longer than `length + leeway` is cut to
+/// `length` characters including `end`, at a word boundary unless `killwords`. Missing → "".
+fn truncate(
+    value: &Value,
+    length: Option<usize>,
+    killwords: Option<bool>,
+    end: Option<String>,
+    kwargs: Kwargs,
+) -> Result<Value, Error> {
+    let length = match length {
+        Some(v) => v,
+        None => kwargs.get::<Option<usize>>("length")?.unwrap_or(255),
+    };
+    let killwords = match killwords {
+        Some(v) => v,
+        None => kwargs.get::<Option<bool>>("killwords")?.unwrap_or(false),
+    };
+    let end = match end {
+        Some(v) => v,
+        None => kwargs
+            .get::<Option<String>>("end")?
+            .unwrap_or_else(|| "...".into()),
+    };
+    let leeway = kwargs.get::<Option<usize>>("leeway")?.unwrap_or(5);
+    kwargs.assert_all_used()?;
+    if value.is_undefined() || value.is_none() {
+        return Ok(Value::from(""));
+    }
+    let text = match value.as_str() {
+        Some(s) => s.to_string(),
+        None => value.to_string(),
+    };
+    if text.chars().count() <= length.saturating_add(leeway) {
+        return Ok(Value::from(text));
+    }
+    let keep = length.saturating_sub(end.chars().count());
+    let head: String = text.chars().take(keep).collect();
+    let head = if killwords {
+        head
+    } else {
+        match head.rfind(' ') {
+            Some(i) => head[..i].to_string(),
+            None => head,
+        }
+    };
+    Ok(Value::from(head + &end))
 }

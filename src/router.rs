@@ -42,13 +42,13 @@ fn decide(d: &Destination, mapper: &Mapper, source: Option<&str>, ctx: &Value) -
     if !d.enabled {
         return not("disabled (enabled = false)".into());
     }
-    if let Some(source) = source {
-        if !d.takes_source(source) {
-            return not(format!(
-                "source {source:?} is not in sources [{}]",
-                d.sources.as_deref().unwrap_or_default().join(", ")
-            ));
-        }
+    if let Some(source) = source
+        && !d.takes_source(source)
+    {
+        return not(format!(
+            "source {source:?} is not in sources [{}]",
+            d.sources.as_deref().unwrap_or_default().join(", ")
+        ));
     }
     match mapper.when(&d.name, ctx) {
         Verdict::Routed => Route {

@@ -34,8 +34,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         rest = &rest[unit_len..];
         let millis_per_unit: u64 = match unit {
             "ms" => 1,
-            "s" | "sec" | "secs" => 1_000,
-            "m" | "min" | "mins" => 60_000,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1_000,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60_000,
             "h" | "hour" | "hours" => 3_600_000,
             "d" | "day" | "days" => 86_400_000,
             _ => return Err(bad()),
@@ -170,6 +170,7 @@ impl<'de> serde::Deserialize<'de> for Rate {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -181,6 +182,9 @@ mod tests {
         assert_eq!(parse_duration("30d"), Ok(Duration::from_secs(30 * 86400)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        // Every unit has its short, singular and plural names.
+        assert_eq!(parse_duration("1 minute"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("30 seconds"), Ok(Duration::from_secs(30)));
         for bad in ["", "10", "s", "10x", "-1s", "1.5h"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
@@ -206,6 +210,7 @@ mod tests {
         assert_eq!((r.count, r.per), (90, Duration::from_secs(10)));
         assert_eq!(r.to_string(), "90/10s");
         assert_eq!(Rate::parse("50/min").unwrap().to_string(), "50/min");
+        assert_eq!(Rate::parse("100/minute").unwrap().to_string(), "100/min");
         assert!(Rate::parse("0/min").is_err());
         assert!(Rate::parse("fifty/min").is_err());
         assert!(Rate::parse("50").is_err());

@@ -11,7 +11,7 @@ pub fn summary_json(config: &Config) -> serde_json::Value {
         "valid": true,
         "file": config.file.display().to_string(),
         "listen": config.server.listen.to_string(),
-        "storage": redact_storage(&config.storage.url),
+        "storage": config.storage.redacted_url(),
         "sources": config.sources.iter().map(|s| json!({
             "name": s.name,
             "path": s.path,
@@ -37,7 +37,7 @@ pub fn summary_text(config: &Config) -> String {
     out.push_str(&format!(
         "listen {}, storage {}\n\nsources:\n",
         config.server.listen,
-        redact_storage(&config.storage.url)
+        config.storage.redacted_url()
     ));
     for s in &config.sources {
         out.push_str(&format!(
@@ -71,18 +71,4 @@ pub fn summary_text(config: &Config) -> String {
         ));
     }
     out
-}
-
-/// A PostgreSQL URL without its password.
-fn redact_storage(url: &str) -> String {
-    match url.split_once("://") {
-        Some((scheme, rest)) if scheme.starts_with("postgres") => match rest.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or_default();
-                format!("{scheme}://{user}:***@{host}")
-            }
-            None => url.to_string(),
-        },
-        _ => url.to_string(),
-    }
 }

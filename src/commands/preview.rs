@@ -31,6 +31,8 @@ pub enum PreviewError {
     NotObject,
     #[error("no destination named {0:?}")]
     NoSuchDestination(String),
+    #[error("no source named {0:?} (sources: {1})")]
+    NoSuchSource(String, String),
     #[error("{0}")]
     Setup(String),
 }
@@ -46,12 +48,23 @@ pub fn preview(
     if !doc.is_object() {
         return Err(PreviewError::NotObject);
     }
-    if let Some(name) = only {
-        if config.destination(name).is_none() {
-            return Err(PreviewError::NoSuchDestination(name.into()));
-        }
+    if let Some(name) = only
+        && config.destination(name).is_none()
+    {
+        return Err(PreviewError::NoSuchDestination(name.into()));
+    }
+    // A misspelt source would silently route as if no destination listened to it.
+    if let Some(name) = source
+        && !config.sources.iter().any(|s| s.name == name)
+    {
+        let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
+        return Err(PreviewError::NoSuchSource(name.into(), names.join(", ")));
     }
     let mapper = Mapper::new(config).map_err(PreviewError::Setup)?;
+    // reqwest panics when it builds a client and no rustls provider is installed. The binary
+    // installs one first thing, but `preview` is also called as a library function; installing
+    // again is harmless (it only fails when one is already there).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client =
         hookfan_connectors::http::client().map_err(|e| PreviewError::Setup(e.to_string()))?;
     let received_at = jiff::Timestamp::now()

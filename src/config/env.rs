@@ -17,17 +17,13 @@ pub fn substitute(
     problems: &mut Vec<Missing>,
 ) {
     match value {
-        toml::Value::String(s) => {
-            if s.contains('$') {
-                match expand(s, lookup) {
-                    Ok(expanded) => *s = expanded,
-                    Err(message) => problems.push(Missing {
-                        path: path.clone(),
-                        message,
-                    }),
-                }
-            }
-        }
+        toml::Value::String(s) if s.contains('$') => match expand(s, lookup) {
+            Ok(expanded) => *s = expanded,
+            Err(message) => problems.push(Missing {
+                path: path.clone(),
+                message,
+            }),
+        },
         toml::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 substitute(item, &path.index(i), lookup, problems);
@@ -89,6 +85,7 @@ pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

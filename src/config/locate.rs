@@ -147,7 +147,7 @@ fn span_of(doc: &DeTable<'_>, path: &[Seg]) -> usize {
                 }
                 None => return offset,
             },
-            (Seg::Index(i), _, Some(a)) => match a.iter().nth(*i) {
+            (Seg::Index(i), _, Some(a)) => match a.get(*i) {
                 Some(value) => {
                     offset = value.span().start;
                     value
@@ -175,6 +175,7 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -232,6 +233,9 @@ mod tests {
 
     #[test]
     fn columns_count_characters() {
-        assert_eq!(line_col("é = 1\nab", 7), (2, 2));
+        // "é" is two bytes but one column.
+        assert_eq!(line_col("aé = 1", 3), (1, 3));
+        assert_eq!(line_col("é = 1\nab", 7), (2, 1));
+        assert_eq!(line_col("é = 1\nab", 8), (2, 2));
     }
 }

@@ -59,12 +59,65 @@ pub struct Tls {
     pub key: PathBuf,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Storage {
-    /// `sqlite://…` with an absolute path, or `postgres://…`.
+    /// `sqlite://…` with an absolute path, or `postgres://…`. May hold a password: print
+    /// [`Storage::redacted_url`] instead.
     pub url: String,
     /// How long delivered and dead work is kept.
     pub retention: Duration,
+}
+
+impl Storage {
+    /// The URL without its password (`postgres://user:***@host/db`), for summaries and logs.
+    pub fn redacted_url(&self) -> String {
+        redact_storage_url(&self.url)
+    }
+}
+
+/// `Debug` shows the redacted URL: a config is printed in logs and panics.
+impl std::fmt::Debug for Storage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Storage")
+            .field("url", &self.redacted_url())
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+/// Hides a database URL's password, in the user-info part and in a `password=` query parameter.
+fn redact_storage_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    if !scheme.starts_with("postgres") {
+        return url.to_string();
+    }
+    let (before_query, query) = match rest.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (rest, None),
+    };
+    // The user info ends at the last '@': a password written unencoded may hold '/' or '@'.
+    let before_query = match before_query.rsplit_once('@') {
+        Some((userinfo, host_and_path)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host_and_path}"),
+            None => before_query.to_string(),
+        },
+        None => before_query.to_string(),
+    };
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => pair.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(q) => format!("{scheme}://{before_query}?{q}"),
+        None => format!("{scheme}://{before_query}"),
+    }
 }
 
 /// When failed attempts are tried again.
@@ -146,10 +199,24 @@ pub struct Destination {
 }
 
 /// The closed set of destination types, each with its connector's own keys.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum DestinationKind {
     Webhook(WebhookConfig),
     File(FileConfig),
+}
+
+/// `Debug` with a webhook URL's credentials redacted (its headers and secret are already `***`).
+impl std::fmt::Debug for DestinationKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DestinationKind::Webhook(c) => {
+                let mut shown = c.clone();
+                shown.url = hookfan_connectors::webhook::redact_url(&c.url);
+                f.debug_tuple("Webhook").field(&shown).finish()
+            }
+            DestinationKind::File(c) => f.debug_tuple("File").field(c).finish(),
+        }
+    }
 }
 
 impl DestinationKind {
@@ -316,10 +383,10 @@ fn from_value<T: DeserializeOwned>(value: toml::Value, base: &KeyPath) -> Result
     serde_path_to_error::deserialize(value).map_err(|e| {
         let mut path = KeyPath::from_serde(base, e.path());
         let message = e.inner().message().trim().to_string();
-        if let Some(field) = unknown_field(&message) {
-            if path.0.last() != Some(&locate::Seg::Key(field.clone())) {
-                path = path.key(field);
-            }
+        if let Some(field) = unknown_field(&message)
+            && path.0.last() != Some(&locate::Seg::Key(field.clone()))
+        {
+            path = path.key(field);
         }
         Unlocated { path, message }
     })
@@ -329,6 +396,18 @@ fn from_value<T: DeserializeOwned>(value: toml::Value, base: &KeyPath) -> Result
 fn unknown_field(message: &str) -> Option<String> {
     let rest = message.strip_prefix("unknown field `")?;
     Some(rest[..rest.find('`')?].to_string())
+}
+
+/// The first field written as an unquoted dotted key (`address.city`), which TOML reads as a table.
+fn dotted_field(fields: &toml::Value) -> Option<String> {
+    let (key, mut value) = fields.as_table()?.iter().find(|(_, v)| v.is_table())?;
+    let mut name = key.clone();
+    while let Some((k, v)) = value.as_table().and_then(|t| t.iter().next()) {
+        name.push('.');
+        name.push_str(k);
+        value = v;
+    }
+    Some(name)
 }
 
 fn valid_name(name: &str) -> bool {
@@ -599,9 +678,20 @@ impl Validator<'_> {
             );
             return None;
         }
+        let dotted = common.get("fields").and_then(dotted_field);
         let common: RawCommon = match from_value(toml::Value::Table(common), path) {
             Ok(c) => c,
-            Err(p) => {
+            Err(mut p) => {
+                // `address.city = "…"` unquoted is a table in TOML, not a field with a dot.
+                if let Some(name) = dotted
+                    && p.path.0.get(path.0.len()) == Some(&locate::Seg::Key("fields".into()))
+                    && p.message.starts_with("invalid type: map")
+                {
+                    p.message = format!(
+                        "{}: an unquoted dotted key makes a table; to name a field with a dot, quote it: \"{name}\" = \"…\"",
+                        p.message
+                    );
+                }
                 self.problems.push(p.locate(self.loc));
                 return None;
             }
@@ -644,10 +734,10 @@ impl Validator<'_> {
                 );
             }
         }
-        if let Some(when) = &common.when {
-            if let Err(e) = crate::mapping::check_expression(when) {
-                self.problem(&path.key("when"), format!("expression error: {e}"));
-            }
+        if let Some(when) = &common.when
+            && let Err(e) = crate::mapping::check_expression(when)
+        {
+            self.problem(&path.key("when"), format!("expression error: {e}"));
         }
         if let Some(list) = &common.sources {
             for (i, s) in list.iter().enumerate() {
