@@ -7,13 +7,135 @@
 //! - [`config`]: the TOML file → a validated [`config::Config`].
 //! - [`payload`]: Qualifio's v1/v2 formats and the normalised view.
 //! - [`mapping`]: minijinja templates (`fields`, `when`) and custom filters.
-//! - [`router`]: which destinations take a notification.
+//! - [`router`]: which destinations take a notification (decided at accept time).
+//! - [`store`]: the `Store` seam and its SQLite implementation.
+//! - [`ingress`]: actix-web routes: the sources' `POST`s, health and readiness.
+//! - [`worker`]: per-destination lanes that claim, map, deliver and record.
 //! - [`connect`]: a connector for each destination (from `hookfan-connectors`).
 //! - [`commands`]: what `hookfan check` and `hookfan preview` print.
+//!
+//! [`run`] wires them: it takes its listener and a shutdown future, so tests bind port 0 and
+//! stop it cleanly.
 
 pub mod commands;
 pub mod config;
 pub mod connect;
+pub mod ingress;
 pub mod mapping;
 pub mod payload;
 pub mod router;
+pub mod shutdown;
+pub mod store;
+pub mod worker;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use actix_web::{App, HttpServer, web};
+
+use crate::config::Config;
+use crate::mapping::Mapper;
+use crate::store::Store;
+use crate::worker::Worker;
+
+/// How often delivered and dead work older than `[storage] retention` is purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("templates: {0}")]
+    Mapping(String),
+    #[error("destination {0}: {1}")]
+    Connector(String, hookfan_connectors::ConnectorError),
+    #[error("HTTP client: {0}")]
+    Client(#[from] reqwest::Error),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the configured store and runs the relay until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let store = store::open(&config.storage.url).await?;
+    run_with_store(config, store, listener, shutdown).await
+}
+
+/// [`run`] with a store opened by the caller.
+pub async fn run_with_store(
+    config: Config,
+    store: Arc<dyn Store>,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let config = Arc::new(config);
+    let mapper = Arc::new(Mapper::new(&config).map_err(RunError::Mapping)?);
+    let client = hookfan_connectors::http::client()?;
+    let mut lanes = Vec::new();
+    for d in config.destinations.iter().filter(|d| d.enabled) {
+        let connector =
+            connect::connector(d, &client).map_err(|e| RunError::Connector(d.name.clone(), e))?;
+        lanes.push((d.clone(), connector));
+    }
+    let worker = Worker::new(store.clone(), mapper.clone(), lanes);
+    let (trigger, stop) = shutdown::channel();
+    let worker_task = tokio::spawn(worker.clone().run(stop.clone()));
+    let purge_task = tokio::spawn(purge_loop(store.clone(), config.storage.retention, stop));
+
+    let stopping = Arc::new(AtomicBool::new(false));
+    let state = web::Data::new(ingress::AppState {
+        config: config.clone(),
+        mapper,
+        store,
+        worker,
+        stopping: stopping.clone(),
+    });
+    let server = HttpServer::new(move || {
+        let state = state.clone();
+        App::new().configure(move |cfg| ingress::routes(cfg, state))
+    })
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let server_task = tokio::spawn(server);
+    tracing::info!(
+        sources = config.sources.len(),
+        destinations = config.destinations.iter().filter(|d| d.enabled).count(),
+        "hookfan is running"
+    );
+
+    shutdown.await;
+    tracing::info!("stopping: new notifications get 503, in-flight attempts may finish");
+    stopping.store(true, Ordering::Relaxed);
+    trigger.trigger();
+    let _ = worker_task.await;
+    let _ = purge_task.await;
+    handle.stop(true).await;
+    let _ = server_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn purge_loop(store: Arc<dyn Store>, retention: Duration, mut stop: shutdown::Shutdown) {
+    loop {
+        let before = store::now_ms()
+            .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
+        match store.purge(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(purged = n, "purged old deliveries"),
+            Err(e) => tracing::warn!(error = %e, "purge failed"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PURGE_EVERY) => {}
+            _ = stop.wait() => return,
+        }
+    }
+}

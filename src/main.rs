@@ -35,6 +35,14 @@ struct ConfigArg {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the relay: accept notifications and deliver them.
+    Serve {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// `pretty` for people, `json` (one object per line) for log collectors.
+        #[arg(long, value_enum, default_value = "pretty")]
+        log_format: LogFormat,
+    },
     /// Validate the config and summarise its sources and destinations.
     Check {
         #[command(flatten)]
@@ -61,11 +69,18 @@ enum Command {
     },
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
 fn main() -> ExitCode {
     // Every outbound client uses rustls with ring; reqwest panics at the first client without it.
     let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
+        Command::Serve { config, log_format } => run_serve(&config.config, log_format),
         Command::Check { config, json } => run_check(&config.config, json),
         Command::Preview {
             config,
@@ -80,6 +95,80 @@ fn main() -> ExitCode {
             json,
             &payload,
         ),
+    }
+}
+
+/// Logs go to stderr; `RUST_LOG` tunes them (default `info`).
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+fn run_serve(path: &std::path::Path, log_format: LogFormat) -> ExitCode {
+    init_logs(log_format);
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("invalid config:\n{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match std::net::TcpListener::bind(config.server.listen) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("cannot listen on {}: {e}", config.server.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, config = %path.display(), "listening");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(hookfan::run(config, listener, stop_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM (systemd, Docker, Kubernetes).
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 

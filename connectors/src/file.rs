@@ -29,10 +29,10 @@ impl FileConfig {
         if self.path.as_os_str().is_empty() {
             issues.push(ConfigIssue::new("path", "must not be empty"));
         }
-        if self.body == BodyKind::Fields {
-            if let Some(conflict) = body::nesting_conflict(fields.iter().copied()) {
-                issues.push(ConfigIssue::new("fields", conflict));
-            }
+        if self.body == BodyKind::Fields
+            && let Some(conflict) = body::nesting_conflict(fields.iter().copied())
+        {
+            issues.push(ConfigIssue::new("fields", conflict));
         }
         issues
     }

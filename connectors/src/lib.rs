@@ -85,6 +85,11 @@ pub trait Connector: Send + Sync {
         1
     }
 
+    /// The longest one `deliver` call may take; leases are sized from it.
+    fn timeout(&self) -> std::time::Duration {
+        http::DEFAULT_TIMEOUT
+    }
+
     /// Makes one attempt for each record and returns exactly one [`Attempt`] per record, in order.
     async fn deliver(&self, records: &[Record]) -> Vec<Attempt>;
 

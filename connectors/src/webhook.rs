@@ -88,10 +88,10 @@ impl WebhookConfig {
                 ));
             }
         }
-        if let Some(secret) = &self.signing_secret {
-            if let Err(e) = signing_key(secret) {
-                issues.push(ConfigIssue::new("signing_secret", e));
-            }
+        if let Some(secret) = &self.signing_secret
+            && let Err(e) = signing_key(secret)
+        {
+            issues.push(ConfigIssue::new("signing_secret", e));
         }
         if self.body == BodyKind::Raw && self.format == Format::Form {
             issues.push(ConfigIssue::new(
@@ -99,15 +99,16 @@ impl WebhookConfig {
                 "body = \"raw\" sends the JSON notification as received, so format must be \"json\"",
             ));
         }
-        if self.body == BodyKind::Fields && self.format == Format::Json {
-            if let Some(conflict) = body::nesting_conflict(fields.iter().copied()) {
-                issues.push(ConfigIssue::new("fields", conflict));
-            }
+        if self.body == BodyKind::Fields
+            && self.format == Format::Json
+            && let Some(conflict) = body::nesting_conflict(fields.iter().copied())
+        {
+            issues.push(ConfigIssue::new("fields", conflict));
         }
-        if let Some(t) = self.timeout {
-            if t.0.is_zero() {
-                issues.push(ConfigIssue::new("timeout", "must be above zero"));
-            }
+        if let Some(t) = self.timeout
+            && t.0.is_zero()
+        {
+            issues.push(ConfigIssue::new("timeout", "must be above zero"));
         }
         issues
     }
@@ -248,18 +249,17 @@ impl Webhook {
             Err(e) => Attempt::from_transport_error(e),
         }
     }
+}
 
-    /// The configured total time for one request.
-    pub fn timeout(&self) -> Duration {
+#[async_trait::async_trait]
+impl Connector for Webhook {
+    fn timeout(&self) -> Duration {
         self.config
             .timeout
             .map(|t| t.0)
             .unwrap_or(crate::http::DEFAULT_TIMEOUT)
     }
-}
 
-#[async_trait::async_trait]
-impl Connector for Webhook {
     async fn deliver(&self, records: &[Record]) -> Vec<Attempt> {
         let mut out = Vec::with_capacity(records.len());
         for record in records {

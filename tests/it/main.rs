@@ -5,5 +5,10 @@
 
 mod cli;
 mod config_errors;
+mod delivery;
+mod fakes;
+mod ingress;
 mod mapping;
 mod props;
+mod restart;
+mod support;

@@ -1,0 +1,188 @@
+//! `POST <source path>`: authenticate, limit, parse, route, store durably, then answer.
+
+use actix_web::http::{StatusCode, header};
+use actix_web::{HttpRequest, HttpResponse, web};
+use futures_util::StreamExt as _;
+use serde_json::json;
+use sha2::Digest as _;
+
+use super::{AppState, auth};
+use crate::config::Source;
+use crate::payload::Format;
+use crate::store::{Accepted, Incoming, now_ms};
+
+fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
+    HttpResponse::build(status).json(json!({ "error": message.into() }))
+}
+
+fn unauthorized(source: &Source, req: &HttpRequest) -> HttpResponse {
+    tracing::warn!(
+        source = %source.name,
+        peer = %req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+        "authentication failed"
+    );
+    let mut response = HttpResponse::Unauthorized();
+    if source.auth.basic.is_some() {
+        response.insert_header((
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"hookfan\", charset=\"UTF-8\"",
+        ));
+    }
+    response.json(json!({ "error": "unauthorized" }))
+}
+
+/// JSON, `text/plain` (some senders mislabel JSON) or no content type at all.
+fn acceptable_content_type(req: &HttpRequest) -> bool {
+    let Some(value) = req.headers().get(header::CONTENT_TYPE) else {
+        return true;
+    };
+    let Ok(value) = value.to_str() else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence.is_empty()
+        || essence == "application/json"
+        || essence == "text/plain"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Reads the body, refusing more than `max` bytes: at once when `Content-Length` says so,
+/// otherwise as soon as the stream passes it.
+async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    max: u64,
+) -> Result<Vec<u8>, HttpResponse> {
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {max} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    let mut body = Vec::with_capacity(declared.unwrap_or(4096).min(max) as usize);
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| {
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the body: {e}"),
+            )
+        })?;
+        if body.len() as u64 + chunk.len() as u64 > max {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Validates the document: a JSON object with a non-empty string `id`.
+fn parse(body: &[u8]) -> Result<(serde_json::Value, String), String> {
+    let doc: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    if !doc.is_object() {
+        return Err("the body must be a JSON object".into());
+    }
+    let id = match doc.get("id") {
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        Some(_) => return Err("`id` must be a non-empty string".into()),
+        None => return Err("the object has no `id`".into()),
+    };
+    Ok((doc, id))
+}
+
+pub async fn receive(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    source: web::Data<usize>,
+    path_token: Option<web::Path<String>>,
+) -> HttpResponse {
+    if state.draining() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down; try again shortly",
+        );
+    }
+    let Some(source) = state.config.sources.get(**source) else {
+        return error(StatusCode::NOT_FOUND, "no such source");
+    };
+    let path_token = path_token.map(|p| p.into_inner());
+    if !auth::check_credentials(&source.auth, &req, path_token.as_deref()) {
+        return unauthorized(source, &req);
+    }
+    if !acceptable_content_type(&req) {
+        return error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the notification as application/json",
+        );
+    }
+    let body = match read_body(&req, payload, state.config.server.max_body).await {
+        Ok(b) => b,
+        Err(response) => return response,
+    };
+    if !auth::check_signature(&source.auth, &req, &body) {
+        return unauthorized(source, &req);
+    }
+    let (doc, participation_id) = match parse(&body) {
+        Ok(v) => v,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    // The bytes were parsed as JSON above, so they are UTF-8.
+    let Ok(text) = String::from_utf8(body) else {
+        return error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
+    };
+    let received_at = now_ms();
+    let received_iso = jiff::Timestamp::from_millisecond(received_at)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default();
+    let ctx = crate::mapping::Mapper::context(&doc, &received_iso);
+    let destinations = crate::router::routed(&state.config, &state.mapper, &source.name, &ctx);
+    let incoming = Incoming {
+        source: source.name.clone(),
+        participation_id,
+        format: Format::detect(&doc).as_str(),
+        body_sha256: hex(&sha2::Sha256::digest(text.as_bytes())),
+        body: text,
+        received_at,
+        destinations: destinations.clone(),
+    };
+    match state.store.accept(incoming).await {
+        Ok(Accepted::New {
+            notification,
+            deliveries,
+        }) => {
+            for d in &destinations {
+                state.worker.wake(d);
+            }
+            HttpResponse::Accepted()
+                .json(json!({ "notification": notification, "deliveries": deliveries }))
+        }
+        Ok(Accepted::Duplicate { notification }) => {
+            HttpResponse::Ok().json(json!({ "duplicate": true, "notification": notification }))
+        }
+        Err(e) => {
+            tracing::error!(source = %source.name, error = %e, "cannot store a notification; answering 503");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable; try again",
+            )
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,83 @@
+//! Durable state: accepted notifications, their deliveries, and every attempt. The ingress,
+//! worker, CLI and admin all go through [`Store`].
+
+pub mod model;
+mod sqlite;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use model::{
+    Accepted, AttemptLog, AttemptRow, Claimed, DeliveryRow, Filter, Incoming, Next, Status, now_ms,
+};
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// The seam every storage backend implements. A `2xx` to Qualifio follows only a successful
+/// [`Store::accept`], which returns once the notification is durable.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync {
+    /// Stores a notification and one pending delivery per routed destination, in one
+    /// transaction, durably. Concurrent calls may share one commit.
+    async fn accept(&self, incoming: Incoming) -> Result<Accepted, StoreError>;
+
+    /// Leases up to `limit` due deliveries of `destination` to `owner` for `lease`. A delivery
+    /// whose lease expired (its worker died) is due again.
+    async fn claim_due(
+        &self,
+        destination: &str,
+        limit: usize,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, StoreError>;
+
+    /// When the next pending delivery of `destination` becomes claimable, if any.
+    async fn next_due(&self, destination: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Records attempts and moves each delivery on (delivered, retry at, dead); clears leases.
+    async fn record(&self, attempts: Vec<AttemptLog>) -> Result<(), StoreError>;
+
+    /// Gives back every lease `owner` holds (at shutdown), so another worker can start at once.
+    async fn release(&self, owner: &str) -> Result<u64, StoreError>;
+
+    /// Proves the store accepts writes.
+    async fn ready(&self) -> Result<(), StoreError>;
+
+    /// Deliveries, newest first.
+    async fn list(&self, filter: &Filter) -> Result<Vec<DeliveryRow>, StoreError>;
+
+    /// One delivery with its attempts, oldest first.
+    async fn show(
+        &self,
+        delivery_id: i64,
+    ) -> Result<Option<(DeliveryRow, Vec<AttemptRow>)>, StoreError>;
+
+    /// Deletes delivered and dead deliveries last changed before `before`, and notifications
+    /// left without deliveries. Returns how many deliveries went.
+    async fn purge(&self, before: i64) -> Result<u64, StoreError>;
+}
+
+/// Opens the store a `[storage] url` names, creating and migrating it as needed.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let rest = rest.strip_prefix("//").unwrap_or(rest);
+        let file = rest.split('?').next().unwrap_or(rest);
+        return Ok(Arc::new(
+            SqliteStore::open(std::path::Path::new(file)).await?,
+        ));
+    }
+    Err(StoreError::Unsupported(
+        "only sqlite:// storage is available in this build".into(),
+    ))
+}

@@ -1,0 +1,406 @@
+//! SQLite, for one machine: WAL, `synchronous=FULL`, one writer connection. Accepts are
+//! group-committed: whatever arrives while a commit is in flight shares the next one.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, SqlSafeStr};
+use tokio::sync::{mpsc, oneshot};
+
+use super::model::*;
+use super::{Store, StoreError};
+
+/// The most accepts that share one commit.
+const GROUP_MAX: usize = 512;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+type Reply = oneshot::Sender<Result<Accepted, StoreError>>;
+
+pub struct SqliteStore {
+    /// One connection: SQLite has one writer at a time anyway, and this keeps them in order.
+    writer: SqlitePool,
+    reader: SqlitePool,
+    accepts: mpsc::Sender<(Incoming, Reply)>,
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
+        false,
+    )])
+}
+
+impl SqliteStore {
+    pub async fn open(file: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_with(file, BUSY_TIMEOUT).await
+    }
+
+    /// `busy_timeout` is how long a write waits for a lock held by another process.
+    pub async fn open_with(file: &Path, busy_timeout: Duration) -> Result<SqliteStore, StoreError> {
+        let options = SqliteConnectOptions::new()
+            .filename(file)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(busy_timeout)
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(options.clone())
+            .await?;
+        migrator().run(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        let (tx, rx) = mpsc::channel(4 * GROUP_MAX);
+        tokio::spawn(group_commit(writer.clone(), rx));
+        Ok(SqliteStore {
+            writer,
+            reader,
+            accepts: tx,
+        })
+    }
+}
+
+/// Takes every waiting accept, commits them in one transaction, answers each.
+async fn group_commit(pool: SqlitePool, mut rx: mpsc::Receiver<(Incoming, Reply)>) {
+    let mut batch = Vec::with_capacity(GROUP_MAX);
+    while rx.recv_many(&mut batch, GROUP_MAX).await > 0 {
+        let (items, replies): (Vec<Incoming>, Vec<Reply>) = batch.drain(..).unzip();
+        match accept_all(&pool, &items).await {
+            Ok(results) => {
+                for (reply, result) in replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+            }
+            // One bad item must not fail the others: commit them one by one instead.
+            Err(_) if items.len() > 1 => {
+                for (item, reply) in items.into_iter().zip(replies) {
+                    let result = accept_all(&pool, std::slice::from_ref(&item))
+                        .await
+                        .map(|mut r| r.remove(0));
+                    let _ = reply.send(result);
+                }
+            }
+            Err(e) => {
+                if let Some(reply) = replies.into_iter().next() {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+    }
+}
+
+async fn accept_all(pool: &SqlitePool, items: &[Incoming]) -> Result<Vec<Accepted>, StoreError> {
+    let mut tx = pool.begin().await?;
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let inserted: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO notifications (source, participation_id, format, body_sha256, body, received_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (source, participation_id, body_sha256) DO NOTHING
+             RETURNING id",
+        )
+        .bind(&item.source)
+        .bind(&item.participation_id)
+        .bind(item.format)
+        .bind(&item.body_sha256)
+        .bind(&item.body)
+        .bind(item.received_at)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(id) = inserted else {
+            let id: i64 = sqlx::query_scalar(
+                "SELECT id FROM notifications WHERE source = ?1 AND participation_id = ?2 AND body_sha256 = ?3",
+            )
+            .bind(&item.source)
+            .bind(&item.participation_id)
+            .bind(&item.body_sha256)
+            .fetch_one(&mut *tx)
+            .await?;
+            out.push(Accepted::Duplicate { notification: id });
+            continue;
+        };
+        for destination in &item.destinations {
+            sqlx::query(
+                "INSERT INTO deliveries (notification_id, destination, status, attempts, next_attempt_at, created_at, updated_at)
+                 VALUES (?1, ?2, 'pending', 0, ?3, ?3, ?3)",
+            )
+            .bind(id)
+            .bind(destination)
+            .bind(item.received_at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        out.push(Accepted::New {
+            notification: id,
+            deliveries: item.destinations.len(),
+        });
+    }
+    tx.commit().await?;
+    Ok(out)
+}
+
+fn state_from_text(text: Option<String>) -> Option<serde_json::Value> {
+    text.and_then(|t| serde_json::from_str(&t).ok())
+}
+
+fn delivery_row(row: &SqliteRow) -> Result<DeliveryRow, sqlx::Error> {
+    Ok(DeliveryRow {
+        id: row.try_get("id")?,
+        notification_id: row.try_get("notification_id")?,
+        participation_id: row.try_get("participation_id")?,
+        source: row.try_get("source")?,
+        destination: row.try_get("destination")?,
+        status: row.try_get("status")?,
+        attempts: row
+            .try_get::<i64, _>("attempts")?
+            .try_into()
+            .unwrap_or(u32::MAX),
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        last_error: row.try_get("last_error")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+const DELIVERY_COLUMNS: &str =
+    "d.id, d.notification_id, n.participation_id, n.source, d.destination, d.status,
+     d.attempts, d.next_attempt_at, d.last_error, d.created_at, d.updated_at";
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn accept(&self, incoming: Incoming) -> Result<Accepted, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        self.accepts
+            .send((incoming, tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn claim_due(
+        &self,
+        destination: &str,
+        limit: usize,
+        owner: &str,
+        lease: Duration,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let now = now_ms();
+        let expires = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let mut tx = self.writer.begin().await?;
+        let rows = sqlx::query(
+            "SELECT d.id, d.notification_id, d.attempts, d.state, n.participation_id, n.body, n.received_at
+             FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+             WHERE d.destination = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
+               AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?2)
+             ORDER BY d.next_attempt_at, d.id
+             LIMIT ?3",
+        )
+        .bind(destination)
+        .bind(now)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let id: i64 = row.try_get("id")?;
+            sqlx::query(
+                "UPDATE deliveries SET lease_owner = ?1, lease_expires_at = ?2 WHERE id = ?3",
+            )
+            .bind(owner)
+            .bind(expires)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            let body: String = row.try_get("body")?;
+            out.push(Claimed {
+                delivery_id: id,
+                notification_id: row.try_get("notification_id")?,
+                participation_id: row.try_get("participation_id")?,
+                destination: destination.to_string(),
+                attempts: row
+                    .try_get::<i64, _>("attempts")?
+                    .try_into()
+                    .unwrap_or(u32::MAX),
+                state: state_from_text(row.try_get("state")?),
+                body: Arc::from(body),
+                received_at: row.try_get("received_at")?,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn next_due(&self, destination: &str) -> Result<Option<i64>, StoreError> {
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_expires_at, 0)))
+             FROM deliveries WHERE destination = ?1 AND status = 'pending'",
+        )
+        .bind(destination)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(due)
+    }
+
+    async fn record(&self, attempts: Vec<AttemptLog>) -> Result<(), StoreError> {
+        if attempts.is_empty() {
+            return Ok(());
+        }
+        let now = now_ms();
+        let mut tx = self.writer.begin().await?;
+        for a in &attempts {
+            sqlx::query(
+                "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, status_code, error, response)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )
+            .bind(a.delivery_id)
+            .bind(i64::from(a.number))
+            .bind(a.started_at)
+            .bind(a.duration_ms)
+            .bind(a.outcome)
+            .bind(a.status_code.map(i64::from))
+            .bind(&a.error)
+            .bind(&a.response)
+            .execute(&mut *tx)
+            .await?;
+            let (status, next_at) = match a.next {
+                Next::Delivered => (Status::Delivered, now),
+                Next::RetryAt(at) => (Status::Pending, at),
+                Next::Dead => (Status::Dead, now),
+            };
+            sqlx::query(
+                "UPDATE deliveries SET status = ?1, attempts = ?2, next_attempt_at = ?3, last_error = ?4,
+                     state = COALESCE(?5, state), lease_owner = NULL, lease_expires_at = NULL, updated_at = ?6
+                 WHERE id = ?7",
+            )
+            .bind(status.as_str())
+            .bind(i64::from(a.number))
+            .bind(next_at)
+            .bind(&a.error)
+            .bind(a.state.as_ref().map(|s| s.to_string()))
+            .bind(now)
+            .bind(a.delivery_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn release(&self, owner: &str) -> Result<u64, StoreError> {
+        let done = sqlx::query(
+            "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL
+             WHERE lease_owner = ?1 AND status = 'pending'",
+        )
+        .bind(owner)
+        .execute(&self.writer)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO health (id, checked_at) VALUES (1, ?1)
+             ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+        )
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn list(&self, filter: &Filter) -> Result<Vec<DeliveryRow>, StoreError> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+             WHERE (?1 IS NULL OR d.status = ?1) AND (?2 IS NULL OR d.destination = ?2)
+               AND (?3 IS NULL OR n.participation_id = ?3)
+             ORDER BY d.id DESC LIMIT ?4"
+        );
+        let limit = if filter.limit == 0 { 100 } else { filter.limit };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(filter.status.map(Status::as_str))
+            .bind(&filter.destination)
+            .bind(&filter.participation_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await?;
+        Ok(rows.iter().map(delivery_row).collect::<Result<_, _>>()?)
+    }
+
+    async fn show(
+        &self,
+        delivery_id: i64,
+    ) -> Result<Option<(DeliveryRow, Vec<AttemptRow>)>, StoreError> {
+        let sql = format!(
+            "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+             WHERE d.id = ?1"
+        );
+        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(delivery_id)
+            .fetch_optional(&self.reader)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let delivery = delivery_row(&row)?;
+        let attempts = sqlx::query(
+            "SELECT number, started_at, duration_ms, outcome, status_code, error, response
+             FROM attempts WHERE delivery_id = ?1 ORDER BY id",
+        )
+        .bind(delivery_id)
+        .fetch_all(&self.reader)
+        .await?
+        .iter()
+        .map(|r| -> Result<AttemptRow, sqlx::Error> {
+            Ok(AttemptRow {
+                number: r
+                    .try_get::<i64, _>("number")?
+                    .try_into()
+                    .unwrap_or(u32::MAX),
+                started_at: r.try_get("started_at")?,
+                duration_ms: r.try_get("duration_ms")?,
+                outcome: r.try_get("outcome")?,
+                status_code: r
+                    .try_get::<Option<i64>, _>("status_code")?
+                    .and_then(|c| u16::try_from(c).ok()),
+                error: r.try_get("error")?,
+                response: r.try_get("response")?,
+            })
+        })
+        .collect::<Result<_, _>>()?;
+        Ok(Some((delivery, attempts)))
+    }
+
+    async fn purge(&self, before: i64) -> Result<u64, StoreError> {
+        let mut tx = self.writer.begin().await?;
+        let gone = sqlx::query(
+            "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND updated_at < ?1",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "DELETE FROM notifications WHERE received_at < ?1
+             AND NOT EXISTS (SELECT 1 FROM deliveries WHERE deliveries.notification_id = notifications.id)",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(gone)
+    }
+}

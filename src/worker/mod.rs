@@ -1,0 +1,322 @@
+//! Delivers what the store says is due: one lane per destination claims a batch under a lease,
+//! maps it, hands it to the connector, records the attempt and decides what comes next. Lanes
+//! are independent, so a slow or failing destination never delays the others.
+
+pub mod rate;
+pub mod retry;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hookfan_connectors::{Attempt, Connector, Outcome, Record};
+use tokio::sync::{Mutex, Notify, Semaphore};
+use tokio::time::Instant;
+
+use crate::config::Destination;
+use crate::mapping::Mapper;
+use crate::shutdown::Shutdown;
+use crate::store::{AttemptLog, Claimed, Next, Store, now_ms};
+
+/// How long an idle lane waits before looking again without being told (leases that expired,
+/// work added by another process).
+const IDLE_POLL: Duration = Duration::from_secs(5);
+/// How long in-flight attempts may finish after a stop signal.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One destination's delivery loop and its limits.
+pub struct Lane {
+    destination: Destination,
+    connector: Arc<dyn Connector>,
+    /// Ingress and finished attempts ring this when something may be due.
+    wake: Notify,
+    slots: Arc<Semaphore>,
+    bucket: Option<Mutex<rate::Bucket>>,
+}
+
+/// Every lane, by destination name.
+#[derive(Clone)]
+pub struct Worker {
+    store: Arc<dyn Store>,
+    mapper: Arc<Mapper>,
+    lanes: Arc<HashMap<String, Arc<Lane>>>,
+    /// This process's name on the leases it takes.
+    owner: Arc<str>,
+}
+
+impl Worker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        mapper: Arc<Mapper>,
+        destinations: Vec<(Destination, Arc<dyn Connector>)>,
+    ) -> Worker {
+        let lanes = destinations
+            .into_iter()
+            .map(|(destination, connector)| {
+                let lane = Lane {
+                    slots: Arc::new(Semaphore::new(destination.concurrency)),
+                    bucket: destination
+                        .rate_limit
+                        .map(|r| Mutex::new(rate::Bucket::new(r))),
+                    wake: Notify::new(),
+                    destination,
+                    connector,
+                };
+                (lane.destination.name.clone(), Arc::new(lane))
+            })
+            .collect();
+        let owner = format!(
+            "{}-{:08x}",
+            std::process::id(),
+            (retry::random_unit() * f64::from(u32::MAX)) as u32
+        );
+        Worker {
+            store,
+            mapper,
+            lanes: Arc::new(lanes),
+            owner: owner.into(),
+        }
+    }
+
+    /// Tells a destination's lane that work arrived.
+    pub fn wake(&self, destination: &str) {
+        if let Some(lane) = self.lanes.get(destination) {
+            lane.wake.notify_one();
+        }
+    }
+
+    /// Runs every lane until `shutdown`, then lets in-flight attempts finish for up to
+    /// [`DRAIN_TIMEOUT`] and gives back the leases of those that did not.
+    pub async fn run(self, shutdown: Shutdown) {
+        let mut tasks = Vec::new();
+        for lane in self.lanes.values() {
+            tasks.push(tokio::spawn(
+                self.clone().lane_loop(lane.clone(), shutdown.clone()),
+            ));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            for lane in self.lanes.values() {
+                let n = u32::try_from(lane.destination.concurrency).unwrap_or(u32::MAX);
+                let _ = lane.slots.acquire_many(n).await;
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                "attempts still running after {DRAIN_TIMEOUT:?}; their leases are released"
+            );
+        }
+        match self.store.release(&self.owner).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(released = n, "released leases"),
+            Err(e) => {
+                tracing::error!(error = %e, "could not release leases; they expire on their own")
+            }
+        }
+    }
+
+    /// Lease length: long enough for the slowest attempt, short enough that a crash is
+    /// recovered from quickly.
+    fn lease(lane: &Lane) -> Duration {
+        Duration::from_secs(60).max(lane.connector.timeout() * 2 + Duration::from_secs(10))
+    }
+
+    async fn lane_loop(self, lane: Arc<Lane>, mut shutdown: Shutdown) {
+        let name = lane.destination.name.clone();
+        loop {
+            if shutdown.is_set() {
+                return;
+            }
+            let permit = tokio::select! {
+                p = lane.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
+                _ = shutdown.wait() => return,
+            };
+            if let Some(bucket) = &lane.bucket {
+                let wait = bucket.lock().await.wait(Instant::now());
+                if !wait.is_zero() {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.wait() => return,
+                    }
+                }
+            }
+            let claimed = self
+                .store
+                .claim_due(
+                    &name,
+                    lane.connector.max_batch(),
+                    &self.owner,
+                    Self::lease(&lane),
+                )
+                .await;
+            match claimed {
+                Ok(batch) if !batch.is_empty() => {
+                    if let Some(bucket) = &lane.bucket {
+                        bucket.lock().await.take(Instant::now());
+                    }
+                    let worker = self.clone();
+                    let lane = lane.clone();
+                    tokio::spawn(async move {
+                        worker.attempt(&lane, batch).await;
+                        drop(permit);
+                        lane.wake.notify_one();
+                    });
+                }
+                Ok(_) => {
+                    drop(permit);
+                    let wait = match self.store.next_due(&name).await {
+                        Ok(Some(at)) => {
+                            Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0))
+                        }
+                        Ok(None) => IDLE_POLL,
+                        Err(e) => {
+                            tracing::warn!(destination = %name, error = %e, "cannot read the queue");
+                            IDLE_POLL
+                        }
+                    };
+                    // A floor keeps a clock skew or a stuck row from spinning the loop.
+                    let wait = wait.clamp(Duration::from_millis(20), IDLE_POLL);
+                    tokio::select! {
+                        _ = lane.wake.notified() => {}
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = shutdown.wait() => return,
+                    }
+                }
+                Err(e) => {
+                    drop(permit);
+                    tracing::error!(destination = %name, error = %e, "cannot claim deliveries");
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        _ = shutdown.wait() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Maps, delivers and records one claimed batch.
+    async fn attempt(&self, lane: &Lane, batch: Vec<Claimed>) {
+        let destination = &lane.destination;
+        let started_at = now_ms();
+        let clock = Instant::now();
+        let mut logs = Vec::with_capacity(batch.len());
+        let mut records = Vec::with_capacity(batch.len());
+        let mut sent = Vec::with_capacity(batch.len());
+        for c in batch {
+            match self.map(destination, &c) {
+                Ok(record) => {
+                    records.push(record);
+                    sent.push(c);
+                }
+                // A mapping that cannot render will not render next time either.
+                Err(reason) => {
+                    let attempt = Attempt::new(Outcome::failed(reason));
+                    logs.push(self.log(destination, &c, attempt, started_at, 0));
+                }
+            }
+        }
+        if !records.is_empty() {
+            let mut results = lane.connector.deliver(&records).await;
+            let duration_ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
+            // A connector must answer once per record; a missing answer is a retry, not a loss.
+            results.resize_with(records.len(), || {
+                Attempt::new(Outcome::retry(
+                    "the connector gave no outcome for this record",
+                ))
+            });
+            for (c, attempt) in sent.iter().zip(results) {
+                logs.push(self.log(destination, c, attempt, started_at, duration_ms));
+            }
+        }
+        if let Err(e) = self.store.record(logs).await {
+            // The leases expire and the deliveries are tried again: at least once, never lost.
+            tracing::error!(destination = %destination.name, error = %e, "cannot record attempts");
+        }
+    }
+
+    fn map(&self, destination: &Destination, c: &Claimed) -> Result<Record, String> {
+        let doc: serde_json::Value = serde_json::from_str(&c.body)
+            .map_err(|e| format!("stored notification is not JSON: {e}"))?;
+        let received_at = jiff::Timestamp::from_millisecond(c.received_at)
+            .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_default();
+        let ctx = Mapper::context(&doc, &received_at);
+        let fields = self
+            .mapper
+            .fields(destination, &ctx)
+            .map_err(|e| format!("mapping failed: {e}"))?;
+        Ok(Record {
+            delivery_id: c.delivery_id,
+            notification_id: c.notification_id,
+            participation_id: c.participation_id.clone(),
+            attempt: c.attempts + 1,
+            fields,
+            raw: c.body.clone(),
+            state: c.state.clone(),
+        })
+    }
+
+    /// Decides what comes next, logs the attempt, and returns its row.
+    fn log(
+        &self,
+        destination: &Destination,
+        c: &Claimed,
+        attempt: Attempt,
+        started_at: i64,
+        duration_ms: i64,
+    ) -> AttemptLog {
+        let number = c.attempts + 1;
+        let next = match &attempt.outcome {
+            Outcome::Delivered => Next::Delivered,
+            Outcome::Failed { .. } => Next::Dead,
+            Outcome::Retry { after, .. } => {
+                match retry::next_delay(&destination.retry, number, *after, retry::random_unit()) {
+                    Some(delay) => Next::RetryAt(
+                        now_ms()
+                            .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+                    ),
+                    None => Next::Dead,
+                }
+            }
+        };
+        let outcome = match next {
+            Next::Delivered => "delivered",
+            Next::RetryAt(_) => "retry",
+            Next::Dead => "dead",
+        };
+        let mut error = attempt.outcome.reason().map(str::to_owned);
+        if !attempt.warnings.is_empty() {
+            let warnings = attempt.warnings.join("; ");
+            error = Some(match error {
+                Some(e) => format!("{e}; {warnings}"),
+                None => format!("warning: {warnings}"),
+            });
+        }
+        tracing::info!(
+            destination = %destination.name,
+            delivery_id = c.delivery_id,
+            participation_id = %c.participation_id,
+            attempt = number,
+            outcome,
+            status = attempt.status,
+            duration_ms,
+            reason = error.as_deref(),
+            "attempt"
+        );
+        AttemptLog {
+            delivery_id: c.delivery_id,
+            number,
+            started_at,
+            duration_ms,
+            outcome: attempt.outcome.label(),
+            status_code: attempt.status,
+            error,
+            response: attempt.response,
+            state: attempt.state,
+            next,
+        }
+    }
+}

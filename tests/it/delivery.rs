@@ -1,0 +1,398 @@
+//! After the 2xx: every matching destination gets the notification, with retries, limits and a
+//! dead-letter state, and one destination's trouble never holds up another.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use hookfan::store::{Incoming, SqliteStore, Status, Store, now_ms};
+use sha2::Sha256;
+use tokio::time::Instant;
+
+use crate::fakes::crm::{FakeCrm, Reply};
+use crate::support::{Relay, fixture, for_destination, v2_with_id, wait_deliveries};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// One open source and the destinations given.
+fn config(destinations: &str) -> String {
+    format!(
+        r#"
+[sources.qualifio]
+auth = "none"
+
+[retry]
+schedule = ["200ms", "200ms", "200ms"]
+jitter = 0.0
+
+{destinations}
+"#
+    )
+}
+
+fn webhook(name: &str, url: &str, extra: &str) -> String {
+    format!(
+        r#"
+[destinations.{name}]
+type = "webhook"
+url = "{url}"
+{extra}
+
+[destinations.{name}.fields]
+email = "{{{{ participant.email }}}}"
+"address.city" = "{{{{ participant.city | default('Namur') }}}}"
+campaign = "{{{{ participation.campaign_name }}}}"
+"#
+    )
+}
+
+async fn post(relay: &Relay, body: String) {
+    let r = relay
+        .client
+        .post(relay.url("/hooks/qualifio"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_notification_fans_out_to_two_webhooks_and_a_file() {
+    let (a, b) = (FakeCrm::start().await, FakeCrm::start().await);
+    let file = r#"
+[destinations.archive]
+type = "file"
+path = "archive.jsonl"
+
+[destinations.archive.fields]
+id = "{{ participation.id }}"
+name = "{{ participant.firstname }} {{ participant.lastname }}"
+"#;
+    let cfg = config(&format!(
+        "{}{}{file}",
+        webhook("crm_a", &a.url("/in"), ""),
+        webhook("crm_b", &b.url("/in"), "")
+    ));
+    let relay = Relay::start(&cfg).await;
+    post(&relay, v2_with_id("fan-1")).await;
+
+    let expected = serde_json::json!({
+        "email": "amelie.dupont@example.org",
+        "address": {"city": "Namur"},
+        "campaign": "Winter quiz 2026",
+    });
+    for crm in [&a, &b] {
+        let got = crm.wait_for(1, WAIT).await;
+        assert_eq!(got[0].method, "POST");
+        assert_eq!(got[0].path, "/in");
+        assert_eq!(got[0].header("content-type"), Some("application/json"));
+        assert_eq!(got[0].json(), expected);
+    }
+    let store = relay.store().await;
+    wait_deliveries(
+        &store,
+        for_destination("archive"),
+        Status::Delivered,
+        1,
+        WAIT,
+    )
+    .await;
+    let lines = std::fs::read_to_string(relay.dir.path().join("archive.jsonl")).unwrap();
+    assert_eq!(
+        lines,
+        "{\"id\":\"fan-1\",\"name\":\"Amélie Dupont-Nguyễn\"}\n"
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crm_that_fails_twice_gets_it_on_the_third_attempt() {
+    let crm = FakeCrm::start().await;
+    crm.script([
+        Reply::status(503).body("down"),
+        Reply::status(503).body("still down"),
+    ]);
+    let relay = Relay::start(&config(&webhook("crm", &crm.url("/in"), ""))).await;
+    post(&relay, v2_with_id("retry-1")).await;
+
+    let got = crm.wait_for(3, WAIT).await;
+    assert_eq!(got.len(), 3);
+    let store = relay.store().await;
+    let rows = wait_deliveries(&store, for_destination("crm"), Status::Delivered, 1, WAIT).await;
+    assert_eq!(rows[0].attempts, 3);
+    let (_, attempts) = store.show(rows[0].id).await.unwrap().unwrap();
+    let summary: Vec<_> = attempts
+        .iter()
+        .map(|a| (a.number, a.outcome.as_str(), a.status_code))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, "retry", Some(503)),
+            (2, "retry", Some(503)),
+            (3, "delivered", Some(200))
+        ]
+    );
+    assert_eq!(attempts[0].response.as_deref(), Some("down"));
+    assert_eq!(
+        attempts[0].error.as_deref(),
+        Some("HTTP 503 Service Unavailable")
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_400_is_dead_after_one_attempt() {
+    let crm = FakeCrm::start().await;
+    crm.set_default(Reply::status(400).body("{\"error\":\"email is required\"}"));
+    let relay = Relay::start(&config(&webhook("crm", &crm.url("/in"), ""))).await;
+    post(&relay, v2_with_id("dead-1")).await;
+
+    let store = relay.store().await;
+    let rows = wait_deliveries(&store, for_destination("crm"), Status::Dead, 1, WAIT).await;
+    assert_eq!(rows[0].attempts, 1);
+    assert_eq!(rows[0].last_error.as_deref(), Some("HTTP 400 Bad Request"));
+    let (_, attempts) = store.show(rows[0].id).await.unwrap().unwrap();
+    assert_eq!(
+        attempts[0].response.as_deref(),
+        Some("{\"error\":\"email is required\"}")
+    );
+    // The schedule would have retried by now: a dead delivery is not.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(crm.received().len(), 1);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured() {
+    let crm = FakeCrm::start().await;
+    crm.script([Reply::status(429).header("Retry-After", "2")]);
+    let relay = Relay::start(&config(&webhook("crm", &crm.url("/in"), ""))).await;
+    post(&relay, v2_with_id("slow-down-1")).await;
+
+    let got = crm.wait_for(2, WAIT).await;
+    let gap = got[1].at - got[0].at;
+    assert!(
+        gap >= Duration::from_secs(2),
+        "retried after {gap:?}, before the 2 s asked"
+    );
+    assert!(gap < Duration::from_secs(4), "retried after {gap:?}");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_destination_does_not_delay_another() {
+    let (slow, fast) = (FakeCrm::start().await, FakeCrm::start().await);
+    slow.set_default(Reply::status(200).delay(Duration::from_secs(30)));
+    let cfg = config(&format!(
+        "{}{}",
+        webhook(
+            "slow",
+            &slow.url("/in"),
+            "timeout = \"2s\"\nconcurrency = 1"
+        ),
+        webhook("fast", &fast.url("/in"), "")
+    ));
+    let relay = Relay::start(&cfg).await;
+    let started = Instant::now();
+    for i in 0..3 {
+        post(&relay, v2_with_id(&format!("hang-{i}"))).await;
+    }
+    fast.wait_for(3, WAIT).await;
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "fast waited {:?}",
+        started.elapsed()
+    );
+    // Meanwhile the slow one is stuck on its first request.
+    assert_eq!(slow.received().len(), 1);
+
+    // Its attempt times out and is scheduled again, not lost.
+    let store = relay.store().await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let rows = store.list(&for_destination("slow")).await.unwrap();
+        if let Some(r) = rows.iter().find(|r| r.attempts >= 1) {
+            assert_eq!(r.status, "pending");
+            assert!(
+                r.last_error
+                    .as_deref()
+                    .unwrap_or_default()
+                    .starts_with("timed out"),
+                "{r:?}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no timed-out attempt recorded: {rows:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_and_concurrency_hold() {
+    let (limited, narrow) = (FakeCrm::start().await, FakeCrm::start().await);
+    narrow.set_default(Reply::status(200).delay(Duration::from_millis(400)));
+    let cfg = config(&format!(
+        "{}{}",
+        webhook("limited", &limited.url("/in"), "rate_limit = \"2/s\""),
+        webhook("narrow", &narrow.url("/in"), "concurrency = 2"),
+    ));
+    let relay = Relay::start(&cfg).await;
+    for i in 0..6 {
+        post(&relay, v2_with_id(&format!("limit-{i}"))).await;
+    }
+    // A burst of 2, then one every 500 ms: the 6th no sooner than 2 s after the 1st.
+    let got = limited.wait_for(6, WAIT).await;
+    let spread = got[5].at - got[0].at;
+    assert!(
+        spread >= Duration::from_millis(1900),
+        "6 calls within {spread:?}"
+    );
+
+    // Two at a time, 400 ms each: the 3rd starts only when one of the first two ends.
+    let got = narrow.wait_for(6, WAIT).await;
+    assert!(
+        got[2].at - got[0].at >= Duration::from_millis(350),
+        "{:?}",
+        got[2].at - got[0].at
+    );
+    assert!(
+        got[4].at - got[0].at >= Duration::from_millis(750),
+        "{:?}",
+        got[4].at - got[0].at
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_webhooks_keep_their_id_across_retries() {
+    let crm = FakeCrm::start().await;
+    crm.script([Reply::status(500)]);
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let extra = format!(
+        "signing_secret = \"{secret}\"\nheaders = {{ Authorization = \"Bearer crm-token\" }}"
+    );
+    let relay = Relay::start(&config(&webhook("crm", &crm.url("/in"), &extra))).await;
+    post(&relay, v2_with_id("signed-1")).await;
+
+    let got = crm.wait_for(2, WAIT).await;
+    assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
+    assert_eq!(got[1].header("authorization"), Some("Bearer crm-token"));
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.trim_start_matches("whsec_"))
+        .unwrap();
+    for r in &got {
+        let (id, ts) = (
+            r.header("webhook-id").unwrap(),
+            r.header("webhook-timestamp").unwrap(),
+        );
+        let mut mac = Hmac::<Sha256>::new_from_slice(&key).unwrap();
+        mac.update(format!("{id}.{ts}.{}", r.body).as_bytes());
+        let expected = format!(
+            "v1,{}",
+            base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+        );
+        assert_eq!(r.header("webhook-signature"), Some(expected.as_str()));
+        let age = now_ms() / 1000 - ts.parse::<i64>().unwrap();
+        assert!((0..30).contains(&age), "timestamp {ts} is {age}s old");
+    }
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn form_bodies_put_and_raw_bodies() {
+    let (form, raw) = (FakeCrm::start().await, FakeCrm::start().await);
+    let cfg = config(&format!(
+        "{}{}",
+        webhook(
+            "form",
+            &form.url("/form"),
+            "method = \"PUT\"\nformat = \"form\""
+        ),
+        webhook("raw", &raw.url("/raw"), "body = \"raw\""),
+    ));
+    let relay = Relay::start(&cfg).await;
+    let body = v2_with_id("shapes-1");
+    post(&relay, body.clone()).await;
+
+    let f = &form.wait_for(1, WAIT).await[0];
+    assert_eq!(f.method, "PUT");
+    assert_eq!(
+        f.header("content-type"),
+        Some("application/x-www-form-urlencoded")
+    );
+    assert_eq!(
+        f.body,
+        "email=amelie.dupont%40example.org&address.city=Namur&campaign=Winter+quiz+2026"
+    );
+    let r = &raw.wait_for(1, WAIT).await[0];
+    assert_eq!(r.body, body, "the raw body is forwarded byte for byte");
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_that_cannot_render_is_dead_with_its_message() {
+    let crm = FakeCrm::start().await;
+    let dest = format!(
+        "[destinations.crm]\ntype = \"webhook\"\nurl = \"{}\"\n[destinations.crm.fields]\nborn = \"{{{{ participant.email | date('%Y') }}}}\"\n",
+        crm.url("/in")
+    );
+    let relay = Relay::start(&config(&dest)).await;
+    post(&relay, v2_with_id("render-1")).await;
+    let store = relay.store().await;
+    let rows = wait_deliveries(&store, for_destination("crm"), Status::Dead, 1, WAIT).await;
+    let error = rows[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("mapping failed: field \"born\""), "{error}");
+    assert!(error.contains("date"), "{error}");
+    assert!(crm.received().is_empty());
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_left_by_a_killed_worker_is_taken_over() {
+    let crm = FakeCrm::start().await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let store = SqliteStore::open(&dir.path().join("hookfan.db"))
+        .await
+        .unwrap();
+    let body = fixture("participation-v1.json");
+    store
+        .accept(Incoming {
+            source: "qualifio".into(),
+            participation_id: "5BA43A1F-2714-4833-8497-6973867E6D7C".into(),
+            format: "v1",
+            body_sha256: "test".into(),
+            body,
+            received_at: now_ms(),
+            destinations: vec!["crm".into()],
+        })
+        .await
+        .unwrap();
+    // A worker claims it, then dies without recording anything.
+    let claimed = store
+        .claim_due("crm", 10, "killed-worker", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(
+        store
+            .claim_due("crm", 10, "someone-else", Duration::from_secs(1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    let relay = Relay::start_in(dir, &config(&webhook("crm", &crm.url("/in"), ""))).await;
+    let got = crm.wait_for(1, WAIT).await;
+    assert_eq!(got[0].json()["campaign"], "Test Mr.Wonderful");
+    let rows = wait_deliveries(&store, for_destination("crm"), Status::Delivered, 1, WAIT).await;
+    assert_eq!(rows[0].attempts, 1);
+    relay.stop().await;
+}

@@ -1,0 +1,186 @@
+//! A fake CRM (or any webhook receiver): answers from a script, then a default, and keeps every
+//! request it received.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// One scripted answer.
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    /// Wait this long before answering (a hanging destination).
+    pub delay: Duration,
+}
+
+impl Reply {
+    pub fn status(status: u16) -> Reply {
+        Reply {
+            status,
+            headers: Vec::new(),
+            body: String::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Reply {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: &str) -> Reply {
+        self.body = body.into();
+        self
+    }
+
+    pub fn delay(mut self, delay: Duration) -> Reply {
+        self.delay = delay;
+        self
+    }
+}
+
+/// A request the fake received.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub at: Instant,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl Received {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).expect("the fake received JSON")
+    }
+}
+
+struct State {
+    script: VecDeque<Reply>,
+    default: Reply,
+    received: Vec<Received>,
+}
+
+pub struct FakeCrm {
+    pub base: String,
+    state: Arc<Mutex<State>>,
+    arrived: Arc<Notify>,
+}
+
+impl FakeCrm {
+    /// Starts a fake that answers 200 unless scripted otherwise.
+    pub async fn start() -> FakeCrm {
+        let state = Arc::new(Mutex::new(State {
+            script: VecDeque::new(),
+            default: Reply::status(200).body("{\"ok\":true}"),
+            received: Vec::new(),
+        }));
+        let arrived = Arc::new(Notify::new());
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (s, a) = (state.clone(), arrived.clone());
+        let server = HttpServer::new(move || {
+            let (s, a) = (s.clone(), a.clone());
+            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
+                let (s, a) = (s.clone(), a.clone());
+                async move { answer(req, body, s, a).await }
+            }))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(0)
+        .listen(listener)
+        .unwrap()
+        .run();
+        tokio::spawn(server);
+        FakeCrm {
+            base,
+            state,
+            arrived,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Answers these first, in order.
+    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
+        self.state.lock().unwrap().script.extend(replies);
+    }
+
+    /// Answers this once the script is used up.
+    pub fn set_default(&self, reply: Reply) {
+        self.state.lock().unwrap().default = reply;
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.state.lock().unwrap().received.clone()
+    }
+
+    /// Waits until at least `n` requests arrived; panics after `within`.
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<Received> {
+        let deadline = Instant::now() + within;
+        loop {
+            let notified = self.arrived.notified();
+            let got = self.received();
+            if got.len() >= n {
+                return got;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                panic!(
+                    "expected {n} requests within {within:?}, got {}: {:#?}",
+                    got.len(),
+                    got
+                );
+            }
+        }
+    }
+}
+
+async fn answer(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: Arc<Mutex<State>>,
+    arrived: Arc<Notify>,
+) -> HttpResponse {
+    let reply = {
+        let mut s = state.lock().unwrap();
+        s.received.push(Received {
+            at: Instant::now(),
+            method: req.method().to_string(),
+            path: req.path().to_string(),
+            headers: req
+                .headers()
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string()))
+                .collect(),
+            body: String::from_utf8_lossy(&body).into_owned(),
+        });
+        let default = s.default.clone();
+        s.script.pop_front().unwrap_or(default)
+    };
+    arrived.notify_waiters();
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    let mut response =
+        HttpResponse::build(actix_web::http::StatusCode::from_u16(reply.status).unwrap());
+    for (n, v) in &reply.headers {
+        response.insert_header((n.as_str(), v.as_str()));
+    }
+    response.body(reply.body)
+}

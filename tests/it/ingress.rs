@@ -1,0 +1,508 @@
+//! Qualifio posts to a source: who gets in, what is refused and why, and what a 2xx promises.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use hookfan::store::{Filter, SqliteStore, Status, Store};
+use serde_json::Value;
+use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::support::{Relay, for_destination, v2_with_id, wait_deliveries};
+
+const CONFIG: &str = r#"
+[server]
+max_body = "8KiB"
+
+[sources.basic]
+basic = { username = "qualifio", password = "s3cret-pass" }
+
+[sources.token]
+token = "0123456789abcdef-token"
+
+[sources.header]
+header = { name = "X-Api-Token", value = "header-secret" }
+
+[sources.signed]
+hmac_secrets = ["new-secret", "old-secret"]
+
+[sources.both]
+basic = { username = "qualifio", password = "s3cret-pass" }
+hmac_secrets = ["new-secret"]
+
+[sources.open]
+auth = "none"
+
+[destinations.archive]
+type = "file"
+path = "out.jsonl"
+
+[destinations.archive.fields]
+id = "{{ participation.id }}"
+"#;
+
+fn sign(secret: &str, body: &str) -> Vec<u8> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    mac.finalize().into_bytes().to_vec()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+async fn json(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let body = response.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(Value::String(body)),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_lets_qualifio_in_and_keeps_others_out() {
+    let relay = Relay::start(CONFIG).await;
+    let url = relay.url("/hooks/basic");
+    let ok = relay
+        .client
+        .post(&url)
+        .basic_auth("qualifio", Some("s3cret-pass"))
+        .body(v2_with_id("b-1"))
+        .send()
+        .await
+        .unwrap();
+    let (status, body) = json(ok).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["deliveries"], 1);
+    assert!(body["notification"].as_i64().unwrap() > 0);
+
+    let wrong = relay
+        .client
+        .post(&url)
+        .basic_auth("qualifio", Some("nope"))
+        .body(v2_with_id("b-2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    assert!(
+        wrong.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic realm=")
+    );
+    let (_, body) = json(wrong).await;
+    // Says nothing about which check failed.
+    assert_eq!(body, serde_json::json!({"error": "unauthorized"}));
+
+    let missing = relay
+        .client
+        .post(&url)
+        .body(v2_with_id("b-3"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(missing.status().as_u16(), 401);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_works_as_bearer_query_or_path_segment() {
+    let relay = Relay::start(CONFIG).await;
+    let token = "0123456789abcdef-token";
+    let post = |url: String| {
+        relay
+            .client
+            .post(url)
+            .body(v2_with_id(&format!("t-{}", rand_suffix())))
+    };
+    let bearer = post(relay.url("/hooks/token"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bearer.status().as_u16(), 202);
+    let query = post(relay.url(&format!("/hooks/token?token={token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(query.status().as_u16(), 202);
+    let path = post(relay.url(&format!("/hooks/token/{token}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(path.status().as_u16(), 202);
+
+    for bad in [
+        post(relay.url("/hooks/token"))
+            .bearer_auth("wrong-token-0000000")
+            .send()
+            .await
+            .unwrap(),
+        post(relay.url("/hooks/token?token=wrong"))
+            .send()
+            .await
+            .unwrap(),
+        post(relay.url("/hooks/token/wrong-token-0000000"))
+            .send()
+            .await
+            .unwrap(),
+        post(relay.url("/hooks/token")).send().await.unwrap(),
+        // A path segment means nothing on a source without a token.
+        post(relay.url(&format!("/hooks/basic/{token}")))
+            .basic_auth("qualifio", Some("s3cret-pass"))
+            .send()
+            .await
+            .unwrap(),
+    ] {
+        assert_eq!(bad.status().as_u16(), 401);
+    }
+    relay.stop().await;
+}
+
+fn rand_suffix() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_header_must_match() {
+    let relay = Relay::start(CONFIG).await;
+    let url = relay.url("/hooks/header");
+    let ok = relay
+        .client
+        .post(&url)
+        .header("X-Api-Token", "header-secret")
+        .body(v2_with_id("h-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 202);
+    let wrong = relay
+        .client
+        .post(&url)
+        .header("X-Api-Token", "header-secreT")
+        .body(v2_with_id("h-2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_in_hex_or_base64_with_any_current_secret() {
+    let relay = Relay::start(CONFIG).await;
+    let url = relay.url("/hooks/signed");
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let as_hex = |d: &[u8]| format!("sha256={}", hex(d));
+    let as_b64 = |d: &[u8]| format!("sha256={}", b64.encode(d));
+    let garbage = |_: &[u8]| "sha256=not-a-digest".to_string();
+    type Render<'a> = &'a dyn Fn(&[u8]) -> String;
+    let cases: [(&str, &str, Render, u16); 5] = [
+        ("hex", "new-secret", &as_hex, 202),
+        ("base64", "new-secret", &as_b64, 202),
+        ("rotated", "old-secret", &as_hex, 202),
+        ("unknown secret", "other-secret", &as_hex, 401),
+        ("garbage", "new-secret", &garbage, 401),
+    ];
+    for (i, (what, secret, render, expected)) in cases.into_iter().enumerate() {
+        let body = v2_with_id(&format!("s-{i}"));
+        let header = render(&sign(secret, &body));
+        let r = relay
+            .client
+            .post(&url)
+            .header("X-Qualifio-Signature", header)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), expected, "{what}");
+    }
+    // Signed over other bytes than those sent.
+    let body = v2_with_id("s-tampered");
+    let header = format!("sha256={}", b64.encode(sign("new-secret", &body)));
+    let r = relay
+        .client
+        .post(&url)
+        .header("X-Qualifio-Signature", header)
+        .body(body.replace("Amélie", "Amelie"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    // No signature at all.
+    let r = relay
+        .client
+        .post(&url)
+        .body(v2_with_id("s-none"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_configured_kind_must_pass() {
+    let relay = Relay::start(CONFIG).await;
+    let url = relay.url("/hooks/both");
+    let body = v2_with_id("both-1");
+    let signature = format!("sha256={}", hex(&sign("new-secret", &body)));
+    let only_basic = relay
+        .client
+        .post(&url)
+        .basic_auth("qualifio", Some("s3cret-pass"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(only_basic.status().as_u16(), 401);
+    let only_signed = relay
+        .client
+        .post(&url)
+        .header("X-Qualifio-Signature", &signature)
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(only_signed.status().as_u16(), 401);
+    let both = relay
+        .client
+        .post(&url)
+        .basic_auth("qualifio", Some("s3cret-pass"))
+        .header("X-Qualifio-Signature", &signature)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(both.status().as_u16(), 202);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_notifications_get_400_with_a_reason() {
+    let relay = Relay::start(CONFIG).await;
+    let url = relay.url("/hooks/open");
+    for (body, reason) in [
+        ("{\"id\": ", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ("{\"state\": \"COMPLETED\"}", "has no `id`"),
+        ("{\"id\": 42}", "`id` must be a non-empty string"),
+        ("{\"id\": \"  \"}", "`id` must be a non-empty string"),
+    ] {
+        let (status, json) = json(
+            relay
+                .client
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            json["error"].as_str().unwrap().contains(reason),
+            "{body}: {json}"
+        );
+    }
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_json_content_types_are_accepted() {
+    let relay = Relay::start(CONFIG).await;
+    let url = relay.url("/hooks/open");
+    let xml = relay
+        .client
+        .post(&url)
+        .header("content-type", "application/xml")
+        .body(v2_with_id("ct-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(xml.status().as_u16(), 415);
+    for (i, ct) in ["application/json; charset=utf-8", "text/plain"]
+        .into_iter()
+        .enumerate()
+    {
+        let r = relay
+            .client
+            .post(&url)
+            .header("content-type", ct)
+            .body(v2_with_id(&format!("ct-ok-{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202, "{ct}");
+    }
+    // reqwest sets no content type for a plain string body.
+    let none = relay
+        .client
+        .post(&url)
+        .body(v2_with_id("ct-none"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(none.status().as_u16(), 202);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_get_413_with_or_without_content_length() {
+    let relay = Relay::start(CONFIG).await;
+    let big = format!("{{\"id\": \"big\", \"pad\": \"{}\"}}", "x".repeat(9 * 1024));
+    let r = relay
+        .client
+        .post(relay.url("/hooks/open"))
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+
+    // Chunked: the size is only known while reading.
+    let addr = relay.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = "POST /hooks/open HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    for chunk in big.as_bytes().chunks(1024) {
+        let _ = stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .await;
+        let _ = stream.write_all(chunk).await;
+        let _ = stream.write_all(b"\r\n").await;
+    }
+    let _ = stream.write_all(b"0\r\n\r\n").await;
+    let mut answer = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // Nothing of it was stored.
+    let store = relay.store().await;
+    assert!(store.list(&Filter::default()).await.unwrap().is_empty());
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeat_is_a_duplicate_but_a_changed_body_is_new() {
+    let relay = Relay::start(CONFIG).await;
+    let url = relay.url("/hooks/open");
+    let body = v2_with_id("dup-1");
+    let (s1, first) = json(
+        relay
+            .client
+            .post(&url)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let (s2, again) = json(
+        relay
+            .client
+            .post(&url)
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!((s1, s2), (202, 200));
+    assert_eq!(
+        again,
+        serde_json::json!({"duplicate": true, "notification": first["notification"]})
+    );
+
+    // Qualifio sends an incomplete participation, then the completed one, with the same id.
+    let changed = body.replace("COMPLETED", "STARTED");
+    let (s3, third) = json(relay.client.post(&url).body(changed).send().await.unwrap()).await;
+    assert_eq!(s3, 202);
+    assert_ne!(third["notification"], first["notification"]);
+
+    let store = relay.store().await;
+    wait_deliveries(
+        &store,
+        for_destination("archive"),
+        Status::Delivered,
+        2,
+        Duration::from_secs(10),
+    )
+    .await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_readiness() {
+    let relay = Relay::start(CONFIG).await;
+    let h = relay
+        .client
+        .get(relay.url("/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.status().as_u16(), 200);
+    let r = relay.client.get(relay.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_store_that_cannot_commit_gets_503_never_2xx() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let db = dir.path().join("hookfan.db");
+    let store = Arc::new(
+        SqliteStore::open_with(&db, Duration::from_millis(200))
+            .await
+            .unwrap(),
+    );
+    let relay = Relay::start_with_store(dir.clone(), CONFIG, store).await;
+    let url = relay.url("/hooks/open");
+
+    // Another process holds the write lock.
+    use sqlx::Connection as _;
+    let mut other = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut other)
+        .await
+        .unwrap();
+    let (status, body) = json(
+        relay
+            .client
+            .post(&url)
+            .body(v2_with_id("locked-1"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    let ready = relay.client.get(relay.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    let (status, _) = json(
+        relay
+            .client
+            .post(&url)
+            .body(v2_with_id("locked-1"))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        status, 202,
+        "the retry is new: the refused one was never stored"
+    );
+    relay.stop().await;
+}

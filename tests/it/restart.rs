@@ -1,0 +1,158 @@
+//! The real binary: stopped with SIGTERM while deliveries are pending, started again, and they
+//! are delivered. Its logs carry the attempts but no secrets and no participant data.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use hookfan::store::{SqliteStore, Status};
+
+use crate::fakes::crm::{FakeCrm, Reply};
+use crate::support::{for_destination, v2_with_id, wait_deliveries};
+
+const PASSWORD: &str = "restart-pass-1234";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spawn(dir: &Path, log: &str) -> Child {
+    let stderr = std::fs::File::create(dir.join(log)).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_hookfan"))
+        .args(["serve", "--config", "hookfan.toml", "--log-format", "json"])
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_up(client: &reqwest::Client, base: &str) {
+    for _ in 0..500 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("hookfan serve did not start");
+}
+
+/// SIGTERM, as systemd or Docker would send, then the exit status.
+async fn terminate(mut child: Child) -> std::process::ExitStatus {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pending_deliveries_survive_a_restart() {
+    crate::support::init();
+    let crm = FakeCrm::start().await;
+    crm.set_default(Reply::status(503));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+
+[sources.qualifio]
+basic = {{ username = "qualifio", password = "{PASSWORD}" }}
+
+[retry]
+schedule = ["1s", "1s", "1s", "1s"]
+jitter = 0.0
+
+[destinations.crm]
+type = "webhook"
+url = "{}"
+headers = {{ Authorization = "Bearer crm-secret-token" }}
+
+[destinations.crm.fields]
+email = "{{{{ participant.email }}}}"
+"#,
+        crm.url("/in")
+    );
+    std::fs::write(dir.path().join("hookfan.toml"), config).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+
+    let first = spawn(dir.path(), "first.log");
+    wait_up(&client, &base).await;
+    let r = client
+        .post(format!("{base}/hooks/qualifio"))
+        .basic_auth("qualifio", Some(PASSWORD))
+        .body(v2_with_id("restart-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    crm.wait_for(1, Duration::from_secs(10)).await;
+    assert!(terminate(first).await.success(), "a clean stop exits 0");
+
+    // While it was down the CRM recovered.
+    crm.set_default(Reply::status(200));
+    let second = spawn(dir.path(), "second.log");
+    wait_up(&client, &base).await;
+    let got = crm.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(got[1].json()["email"], "amelie.dupont@example.org");
+    let store = SqliteStore::open(&dir.path().join("hookfan.db"))
+        .await
+        .unwrap();
+    let rows = wait_deliveries(
+        &store,
+        for_destination("crm"),
+        Status::Delivered,
+        1,
+        Duration::from_secs(10),
+    )
+    .await;
+    assert_eq!(rows[0].attempts, 2);
+    assert!(terminate(second).await.success());
+
+    let logs = std::fs::read_to_string(dir.path().join("first.log")).unwrap()
+        + &std::fs::read_to_string(dir.path().join("second.log")).unwrap();
+    let attempts: Vec<serde_json::Value> = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"] == "attempt")
+        .collect();
+    assert_eq!(attempts.len(), 2, "{logs}");
+    for (line, outcome, status) in [
+        (&attempts[0], "retry", 503),
+        (&attempts[1], "delivered", 200),
+    ] {
+        assert_eq!(line["destination"], "crm");
+        assert_eq!(line["participation_id"], "restart-1");
+        assert_eq!(line["outcome"], outcome);
+        assert_eq!(line["status"], status);
+        assert!(
+            line["delivery_id"].is_i64()
+                && line["attempt"].is_i64()
+                && line["duration_ms"].is_i64(),
+            "{line}"
+        );
+    }
+    for secret in [
+        PASSWORD,
+        "crm-secret-token",
+        "amelie.dupont@example.org",
+        "Amélie",
+        "Dupont",
+    ] {
+        assert!(
+            !logs.contains(secret),
+            "the logs contain {secret:?}:\n{logs}"
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! A relay started in-process on 127.0.0.1:0 with a real SQLite file, and helpers to talk to it.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+use hookfan::config::Config;
+use hookfan::store::{DeliveryRow, Filter, SqliteStore, Status, Store};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures");
+
+/// Once per test binary: the TLS provider reqwest needs, and logs in test output.
+pub fn init() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let _ = tracing_subscriber::fmt()
+            .with_test_writer()
+            .with_env_filter(std::env::var("RUST_LOG").unwrap_or_else(|_| "hookfan=debug".into()))
+            .try_init();
+    });
+}
+
+/// A fixture's text.
+pub fn fixture(name: &str) -> String {
+    std::fs::read_to_string(Path::new(FIXTURES).join(name)).unwrap()
+}
+
+/// The v2 sample with another participation id, so each test's notifications are distinct.
+pub fn v2_with_id(id: &str) -> String {
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&fixture("participation-v2.json")).unwrap();
+    doc["id"] = id.into();
+    doc.to_string()
+}
+
+pub struct Relay {
+    pub base: String,
+    pub dir: Arc<TempDir>,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), hookfan::RunError>>>,
+}
+
+impl Relay {
+    /// Writes `config` into a new temporary folder and runs the relay on it.
+    pub async fn start(config: &str) -> Relay {
+        Relay::start_in(Arc::new(tempfile::tempdir().unwrap()), config).await
+    }
+
+    /// Runs the relay on `config` in `dir` (a restart keeps the folder and its database).
+    pub async fn start_in(dir: Arc<TempDir>, config: &str) -> Relay {
+        init();
+        let config = write_config(dir.path(), config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(hookfan::run(config, listener, async {
+            let _ = rx.await;
+        }));
+        Relay::ready(base, dir, tx, task).await
+    }
+
+    /// Runs the relay on a store the test opened itself.
+    pub async fn start_with_store(dir: Arc<TempDir>, config: &str, store: Arc<dyn Store>) -> Relay {
+        init();
+        let config = write_config(dir.path(), config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(hookfan::run_with_store(config, store, listener, async {
+            let _ = rx.await;
+        }));
+        Relay::ready(base, dir, tx, task).await
+    }
+
+    async fn ready(
+        base: String,
+        dir: Arc<TempDir>,
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<Result<(), hookfan::RunError>>,
+    ) -> Relay {
+        let client = reqwest::Client::new();
+        for _ in 0..200 {
+            if client.get(format!("{base}/healthz")).send().await.is_ok() {
+                return Relay {
+                    base,
+                    dir,
+                    client,
+                    stop: Some(stop),
+                    task: Some(task),
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("the relay did not start: {:?}", task.await);
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir.path().join("hookfan.db")
+    }
+
+    /// A second handle on the relay's database, to read the delivery log.
+    pub async fn store(&self) -> SqliteStore {
+        SqliteStore::open(&self.db()).await.unwrap()
+    }
+
+    /// Stops the relay the way SIGTERM does, and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+pub fn write_config(dir: &Path, text: &str) -> Config {
+    let path = dir.join("hookfan.toml");
+    std::fs::write(&path, text).unwrap();
+    Config::load(&path).unwrap_or_else(|e| panic!("test config is invalid:\n{e}"))
+}
+
+/// Waits until every delivery matching `filter` is in `status`, and there are `count` of them.
+pub async fn wait_deliveries(
+    store: &dyn Store,
+    filter: Filter,
+    status: Status,
+    count: usize,
+    within: Duration,
+) -> Vec<DeliveryRow> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let rows = store.list(&filter).await.unwrap();
+        if rows.len() == count && rows.iter().all(|r| r.status == status.as_str()) {
+            return rows;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!(
+                "expected {count} deliveries {}, got {rows:#?}",
+                status.as_str()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub fn for_destination(name: &str) -> Filter {
+    Filter {
+        destination: Some(name.into()),
+        ..Filter::default()
+    }
+}
