@@ -1,4 +1,5 @@
-//! SQLite, for one machine: WAL, `synchronous=FULL`, one writer connection. Accepts are
+//! SQLite, for one machine: WAL, one writer connection, accepts committed with
+//! `synchronous=FULL` (see [`Durability`]). Accepts are
 //! group-committed: whatever arrives while a commit is in flight shares the next one.
 
 use std::path::Path;
@@ -10,7 +11,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::{Row, SqlSafeStr};
+use sqlx::{Connection as _, Row, SqlSafeStr};
 use tokio::sync::{mpsc, oneshot};
 
 use super::model::*;
@@ -104,7 +105,8 @@ async fn group_commit(pool: SqlitePool, mut rx: mpsc::Receiver<(Incoming, Reply)
 }
 
 async fn accept_all(pool: &SqlitePool, items: &[Incoming]) -> Result<Vec<Accepted>, StoreError> {
-    let mut tx = pool.begin().await?;
+    let mut conn = writer(pool, Durability::Fsync).await?;
+    let mut tx = conn.begin().await?;
     let mut out = Vec::with_capacity(items.len());
     for item in items {
         let inserted: Option<i64> = sqlx::query_scalar(
@@ -151,6 +153,32 @@ async fn accept_all(pool: &SqlitePool, items: &[Incoming]) -> Result<Vec<Accepte
     }
     tx.commit().await?;
     Ok(out)
+}
+
+/// How far a write must reach before it returns.
+#[derive(Clone, Copy)]
+enum Durability {
+    /// On disk (`synchronous=FULL`): what a 2xx to Qualifio promises.
+    Fsync,
+    /// In the OS (`synchronous=NORMAL`): survives a crash of the process, and the next fsync
+    /// takes it to disk. Leases, attempts and purges use it: losing one to a power cut means at
+    /// worst a repeated delivery, which at-least-once allows.
+    Os,
+}
+
+/// The writer connection, set to the durability the next transaction needs. Each write states
+/// its own, so a failure between two writes can never leave accepts undurable.
+async fn writer(
+    pool: &SqlitePool,
+    durability: Durability,
+) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    let pragma = match durability {
+        Durability::Fsync => "PRAGMA synchronous = FULL",
+        Durability::Os => "PRAGMA synchronous = NORMAL",
+    };
+    sqlx::query(pragma).execute(&mut *conn).await?;
+    Ok(conn)
 }
 
 fn state_from_text(text: Option<String>) -> Option<serde_json::Value> {
@@ -200,47 +228,78 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Claimed>, StoreError> {
         let now = now_ms();
         let expires = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
-        let mut tx = self.writer.begin().await?;
-        let rows = sqlx::query(
-            "SELECT d.id, d.notification_id, d.attempts, d.state, n.participation_id, n.body, n.received_at
-             FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-             WHERE d.destination = ?1 AND d.status = 'pending' AND d.next_attempt_at <= ?2
-               AND (d.lease_expires_at IS NULL OR d.lease_expires_at <= ?2)
-             ORDER BY d.next_attempt_at, d.id
-             LIMIT ?3",
+        // Two statements whatever the batch size: one writer serves accepts too.
+        let mut conn = writer(&self.writer, Durability::Os).await?;
+        let mut tx = conn.begin().await?;
+        let leased = sqlx::query(
+            "UPDATE deliveries SET lease_owner = ?1, lease_expires_at = ?2
+             WHERE id IN (
+                 SELECT id FROM deliveries
+                 WHERE destination = ?3 AND status = 'pending' AND next_attempt_at <= ?4
+                   AND (lease_expires_at IS NULL OR lease_expires_at <= ?4)
+                 ORDER BY next_attempt_at, id
+                 LIMIT ?5)
+             RETURNING id, notification_id, attempts, state",
         )
+        .bind(owner)
+        .bind(expires)
         .bind(destination)
         .bind(now)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
         .fetch_all(&mut *tx)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let id: i64 = row.try_get("id")?;
-            sqlx::query(
-                "UPDATE deliveries SET lease_owner = ?1, lease_expires_at = ?2 WHERE id = ?3",
-            )
-            .bind(owner)
-            .bind(expires)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            let body: String = row.try_get("body")?;
+        if leased.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let mut ids = Vec::with_capacity(leased.len());
+        for row in &leased {
+            ids.push(row.try_get::<i64, _>("notification_id")?);
+        }
+        let notifications = sqlx::query(
+            "SELECT id, participation_id, body, received_at FROM notifications
+             WHERE id IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(serde_json::Value::from(ids).to_string())
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut by_id = std::collections::HashMap::with_capacity(notifications.len());
+        for n in notifications {
+            let body: String = n.try_get("body")?;
+            let id: i64 = n.try_get("id")?;
+            by_id.insert(
+                id,
+                (
+                    n.try_get::<String, _>("participation_id")?,
+                    Arc::<str>::from(body),
+                    n.try_get::<i64, _>("received_at")?,
+                ),
+            );
+        }
+        let mut out = Vec::with_capacity(leased.len());
+        for row in leased {
+            let notification_id: i64 = row.try_get("notification_id")?;
+            // Foreign keys guarantee the notification; a miss would be a bug, not a reason to stop.
+            let Some((participation_id, body, received_at)) = by_id.get(&notification_id).cloned()
+            else {
+                continue;
+            };
             out.push(Claimed {
-                delivery_id: id,
-                notification_id: row.try_get("notification_id")?,
-                participation_id: row.try_get("participation_id")?,
+                delivery_id: row.try_get("id")?,
+                notification_id,
+                participation_id,
                 destination: destination.to_string(),
                 attempts: row
                     .try_get::<i64, _>("attempts")?
                     .try_into()
                     .unwrap_or(u32::MAX),
                 state: state_from_text(row.try_get("state")?),
-                body: Arc::from(body),
-                received_at: row.try_get("received_at")?,
+                body,
+                received_at,
             });
         }
-        tx.commit().await?;
+        out.sort_by_key(|c| c.delivery_id);
         Ok(out)
     }
 
@@ -260,42 +319,55 @@ impl Store for SqliteStore {
             return Ok(());
         }
         let now = now_ms();
-        let mut tx = self.writer.begin().await?;
-        for a in &attempts {
-            sqlx::query(
-                "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, status_code, error, response)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            )
-            .bind(a.delivery_id)
-            .bind(i64::from(a.number))
-            .bind(a.started_at)
-            .bind(a.duration_ms)
-            .bind(a.outcome)
-            .bind(a.status_code.map(i64::from))
-            .bind(&a.error)
-            .bind(&a.response)
-            .execute(&mut *tx)
-            .await?;
-            let (status, next_at) = match a.next {
-                Next::Delivered => (Status::Delivered, now),
-                Next::RetryAt(at) => (Status::Pending, at),
-                Next::Dead => (Status::Dead, now),
-            };
-            sqlx::query(
-                "UPDATE deliveries SET status = ?1, attempts = ?2, next_attempt_at = ?3, last_error = ?4,
-                     state = COALESCE(?5, state), lease_owner = NULL, lease_expires_at = NULL, updated_at = ?6
-                 WHERE id = ?7",
-            )
-            .bind(status.as_str())
-            .bind(i64::from(a.number))
-            .bind(next_at)
-            .bind(&a.error)
-            .bind(a.state.as_ref().map(|s| s.to_string()))
-            .bind(now)
-            .bind(a.delivery_id)
-            .execute(&mut *tx)
-            .await?;
-        }
+        // The batch travels as one JSON array: two statements for 1 or 500 attempts.
+        let rows: Vec<serde_json::Value> = attempts
+            .iter()
+            .map(|a| {
+                let (status, next_at) = match a.next {
+                    Next::Delivered => (Status::Delivered, now),
+                    Next::RetryAt(at) => (Status::Pending, at),
+                    Next::Dead => (Status::Dead, now),
+                };
+                serde_json::json!({
+                    "id": a.delivery_id,
+                    "number": a.number,
+                    "started_at": a.started_at,
+                    "duration_ms": a.duration_ms,
+                    "outcome": a.outcome,
+                    "status_code": a.status_code,
+                    "error": a.error,
+                    "response": a.response,
+                    "state": a.state.as_ref().map(|s| s.to_string()),
+                    "status": status.as_str(),
+                    "next_at": next_at,
+                })
+            })
+            .collect();
+        let batch = serde_json::Value::from(rows).to_string();
+        let mut conn = writer(&self.writer, Durability::Os).await?;
+        let mut tx = conn.begin().await?;
+        sqlx::query(
+            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, status_code, error, response)
+             SELECT value ->> 'id', value ->> 'number', value ->> 'started_at', value ->> 'duration_ms',
+                    value ->> 'outcome', value ->> 'status_code', value ->> 'error', value ->> 'response'
+             FROM json_each(?1)",
+        )
+        .bind(&batch)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE deliveries SET status = x.status, attempts = x.number, next_attempt_at = x.next_at,
+                 last_error = x.error, state = COALESCE(x.state, deliveries.state),
+                 lease_owner = NULL, lease_expires_at = NULL, updated_at = ?2
+             FROM (SELECT value ->> 'id' AS id, value ->> 'status' AS status, value ->> 'number' AS number,
+                          value ->> 'next_at' AS next_at, value ->> 'error' AS error, value ->> 'state' AS state
+                   FROM json_each(?1)) AS x
+             WHERE deliveries.id = x.id",
+        )
+        .bind(&batch)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -306,7 +378,7 @@ impl Store for SqliteStore {
              WHERE lease_owner = ?1 AND status = 'pending'",
         )
         .bind(owner)
-        .execute(&self.writer)
+        .execute(&mut *writer(&self.writer, Durability::Os).await?)
         .await?;
         Ok(done.rows_affected())
     }
@@ -317,7 +389,7 @@ impl Store for SqliteStore {
              ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
         )
         .bind(now_ms())
-        .execute(&self.writer)
+        .execute(&mut *writer(&self.writer, Durability::Os).await?)
         .await?;
         Ok(())
     }
@@ -385,7 +457,8 @@ impl Store for SqliteStore {
     }
 
     async fn purge(&self, before: i64) -> Result<u64, StoreError> {
-        let mut tx = self.writer.begin().await?;
+        let mut conn = writer(&self.writer, Durability::Os).await?;
+        let mut tx = conn.begin().await?;
         let gone = sqlx::query(
             "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND updated_at < ?1",
         )
