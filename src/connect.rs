@@ -3,6 +3,8 @@
 use std::sync::Arc;
 
 use hookfan_connectors::file::FileSink;
+use hookfan_connectors::sheets::Sheets;
+use hookfan_connectors::trello::Trello;
 use hookfan_connectors::webhook::Webhook;
 use hookfan_connectors::{Connector, ConnectorError};
 
@@ -16,5 +18,7 @@ pub fn connector(
     Ok(match &d.kind {
         DestinationKind::Webhook(c) => Arc::new(Webhook::new(c.clone(), client.clone())?),
         DestinationKind::File(c) => Arc::new(FileSink::new(c.clone())),
+        DestinationKind::GoogleSheets(c) => Arc::new(Sheets::new(c.clone(), client.clone())?),
+        DestinationKind::Trello(c) => Arc::new(Trello::new(c.clone(), client.clone())?),
     })
 }

@@ -50,6 +50,12 @@ enum Command {
         /// Print the summary (or the errors) as JSON.
         #[arg(long)]
         json: bool,
+        /// Also prove each enabled destination works with a harmless real call.
+        #[arg(long)]
+        online: bool,
+        /// With --online: only this destination (even if disabled).
+        #[arg(long, short, requires = "online")]
+        destination: Option<String>,
     },
     /// Show what each destination would receive for a payload.
     Preview {
@@ -64,6 +70,10 @@ enum Command {
         /// Print JSON: {"destinations": [{"name", "type", "routed", "reason", "fields", …}]}.
         #[arg(long)]
         json: bool,
+        /// Ask each destination what shapes its request (Sheets: show the row in the sheet's
+        /// column order).
+        #[arg(long)]
+        online: bool,
         /// A Qualifio payload file, or - for standard input.
         payload: PathBuf,
     },
@@ -81,18 +91,25 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config, log_format } => run_serve(&config.config, log_format),
-        Command::Check { config, json } => run_check(&config.config, json),
+        Command::Check {
+            config,
+            json,
+            online,
+            destination,
+        } => run_check(&config.config, json, online, destination.as_deref()),
         Command::Preview {
             config,
             destination,
             source,
             json,
+            online,
             payload,
         } => run_preview(
             &config.config,
             destination.as_deref(),
             source.as_deref(),
             json,
+            online,
             &payload,
         ),
     }
@@ -183,17 +200,54 @@ fn load(path: &std::path::Path, json: bool) -> Result<Config, ExitCode> {
     })
 }
 
-fn run_check(path: &std::path::Path, json: bool) -> ExitCode {
+/// A runtime for the commands that make network calls.
+fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, ExitCode> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Ok(rt.block_on(future)),
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn run_check(path: &std::path::Path, json: bool, online: bool, only: Option<&str>) -> ExitCode {
     let config = match load(path, json) {
         Ok(c) => c,
         Err(code) => return code,
     };
+    let reached = if online {
+        match block_on(check::online(&config, only)) {
+            Ok(Ok(r)) => Some(r),
+            Ok(Err(e)) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+            Err(code) => return code,
+        }
+    } else {
+        None
+    };
     if json {
-        println!("{:#}", check::summary_json(&config));
+        let mut summary = check::summary_json(&config);
+        if let Some(r) = &reached {
+            summary["online"] = serde_json::json!(r);
+        }
+        println!("{summary:#}");
     } else {
         print!("{}", check::summary_text(&config));
+        if let Some(r) = &reached {
+            print!("{}", check::online_text(r));
+        }
     }
-    ExitCode::SUCCESS
+    if reached.is_some_and(|r| r.iter().any(|x| !x.ok)) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
 }
 
 fn run_preview(
@@ -201,6 +255,7 @@ fn run_preview(
     only: Option<&str>,
     source: Option<&str>,
     json: bool,
+    online: bool,
     payload: &std::path::Path,
 ) -> ExitCode {
     let config = match load(path, json) {
@@ -220,7 +275,15 @@ fn run_preview(
             return ExitCode::FAILURE;
         }
     };
-    match preview::preview(&config, &text, only, source) {
+    let result = if online {
+        match block_on(preview::preview_online(&config, &text, only, source)) {
+            Ok(r) => r,
+            Err(code) => return code,
+        }
+    } else {
+        preview::preview(&config, &text, only, source)
+    };
+    match result {
         Ok(previews) if json => {
             println!("{:#}", preview::to_json(&previews));
             ExitCode::SUCCESS

@@ -9,13 +9,15 @@
 //! - [`outcome`]: the one table that turns an HTTP status or a transport error into an outcome.
 //! - [`http`]: the shared reqwest client.
 //! - [`body`]: mapped fields → JSON object (dotted names nest) or form body.
-//! - [`webhook`], [`file`]: one destination each.
+//! - [`webhook`], [`file`], [`sheets`], [`trello`]: one destination each.
 
 pub mod body;
 pub mod file;
 pub mod http;
 pub mod outcome;
 pub mod secret;
+pub mod sheets;
+pub mod trello;
 pub mod units;
 pub mod webhook;
 
@@ -85,6 +87,18 @@ pub trait Connector: Send + Sync {
         1
     }
 
+    /// The rate limit this destination type needs when the config sets none (Sheets: under
+    /// Google's 60 writes per minute).
+    fn default_rate_limit(&self) -> Option<units::Rate> {
+        None
+    }
+
+    /// Destinations whose connectors give the same key share one rate limit (Trello limits per
+    /// token, whatever the board).
+    fn rate_key(&self) -> Option<String> {
+        None
+    }
+
     /// The longest one `deliver` call may take; leases are sized from it.
     fn timeout(&self) -> std::time::Duration {
         http::DEFAULT_TIMEOUT
@@ -99,4 +113,10 @@ pub trait Connector: Send + Sync {
 
     /// The request `deliver` would send for this record, with secrets redacted.
     fn describe(&self, record: &Record) -> Described;
+
+    /// Like [`Connector::describe`], after asking the destination what shapes the request
+    /// (Sheets: the header row). For `hookfan preview --online`.
+    async fn describe_online(&self, record: &Record) -> Result<Described, ConnectorError> {
+        Ok(self.describe(record))
+    }
 }

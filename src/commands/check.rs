@@ -72,3 +72,75 @@ pub fn summary_text(config: &Config) -> String {
     }
     out
 }
+
+/// What `check --online` found for one destination.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Reached {
+    pub name: String,
+    pub ok: bool,
+    pub detail: String,
+}
+
+/// How long one destination's online check may take.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Proves each enabled destination (or only `only`, even if disabled) works, with the harmless
+/// real call its connector makes.
+pub async fn online(config: &Config, only: Option<&str>) -> Result<Vec<Reached>, String> {
+    if let Some(name) = only
+        && config.destination(name).is_none()
+    {
+        return Err(format!("no destination named {name:?}"));
+    }
+    let client = hookfan_connectors::http::client().map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for d in &config.destinations {
+        let wanted = match only {
+            Some(name) => d.name == name,
+            None => d.enabled,
+        };
+        if !wanted {
+            continue;
+        }
+        let result = match crate::connect::connector(d, &client) {
+            Ok(c) => match tokio::time::timeout(CHECK_TIMEOUT, c.check()).await {
+                Ok(r) => r.map_err(|e| e.to_string()),
+                Err(_) => Err(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),
+            },
+            Err(e) => Err(e.to_string()),
+        };
+        out.push(match result {
+            Ok(detail) => Reached {
+                name: d.name.clone(),
+                ok: true,
+                detail,
+            },
+            Err(detail) => Reached {
+                name: d.name.clone(),
+                ok: false,
+                detail,
+            },
+        });
+    }
+    Ok(out)
+}
+
+pub fn online_text(results: &[Reached]) -> String {
+    let mut out = String::from("\nonline checks:\n");
+    if results.is_empty() {
+        out.push_str("  (no enabled destination)\n");
+    }
+    for r in results {
+        let mut lines = r.detail.lines();
+        let first = lines.next().unwrap_or_default();
+        out.push_str(&format!(
+            "  {:<16} {} {first}\n",
+            r.name,
+            if r.ok { "ok:" } else { "FAILED:" }
+        ));
+        for line in lines {
+            out.push_str(&format!("  {:<16} {line}\n", ""));
+        }
+    }
+    out
+}

@@ -1,5 +1,8 @@
 //! `hookfan preview`: for a real payload, what each destination would receive.
 
+use std::sync::Arc;
+
+use hookfan_connectors::{Connector, Record};
 use serde_json::{Value, json};
 
 use crate::config::Config;
@@ -37,13 +40,56 @@ pub enum PreviewError {
     Setup(String),
 }
 
-/// Maps `payload` for every destination (or only `only`), as if it came from `source`.
+/// Maps `payload` for every destination (or only `only`), as if it came from `source`, and shows
+/// the request each connector would send.
 pub fn preview(
     config: &Config,
     payload: &str,
     only: Option<&str>,
     source: Option<&str>,
 ) -> Result<Vec<DestinationPreview>, PreviewError> {
+    let mut prepared = prepare(config, payload, only, source)?;
+    for (preview, ready) in prepared.iter_mut() {
+        if let Some((connector, record)) = ready {
+            preview.request = Some(connector.describe(record));
+        }
+    }
+    Ok(prepared.into_iter().map(|(p, _)| p).collect())
+}
+
+/// [`preview`], after asking each destination what shapes its request (Sheets: the header row,
+/// so the row shows in the sheet's column order). A destination that cannot be reached says so
+/// in `error` and shows the offline request.
+pub async fn preview_online(
+    config: &Config,
+    payload: &str,
+    only: Option<&str>,
+    source: Option<&str>,
+) -> Result<Vec<DestinationPreview>, PreviewError> {
+    let mut prepared = prepare(config, payload, only, source)?;
+    for (preview, ready) in prepared.iter_mut() {
+        if let Some((connector, record)) = ready {
+            preview.request = Some(match connector.describe_online(record).await {
+                Ok(described) => described,
+                Err(e) => {
+                    preview.error = Some(format!("online: {e}"));
+                    connector.describe(record)
+                }
+            });
+        }
+    }
+    Ok(prepared.into_iter().map(|(p, _)| p).collect())
+}
+
+type Ready = Option<(Arc<dyn Connector>, Record)>;
+
+/// Routes and maps; each destination whose fields rendered gets its connector and record.
+fn prepare(
+    config: &Config,
+    payload: &str,
+    only: Option<&str>,
+    source: Option<&str>,
+) -> Result<Vec<(DestinationPreview, Ready)>, PreviewError> {
     let doc: Value = serde_json::from_str(payload).map_err(PreviewError::NotJson)?;
     if !doc.is_object() {
         return Err(PreviewError::NotObject);
@@ -61,10 +107,6 @@ pub fn preview(
         return Err(PreviewError::NoSuchSource(name.into(), names.join(", ")));
     }
     let mapper = Mapper::new(config).map_err(PreviewError::Setup)?;
-    // reqwest panics when it builds a client and no rustls provider is installed. The binary
-    // installs one first thing, but `preview` is also called as a library function; installing
-    // again is harmless (it only fails when one is already there).
-    let _ = rustls::crypto::ring::default_provider().install_default();
     let client =
         hookfan_connectors::http::client().map_err(|e| PreviewError::Setup(e.to_string()))?;
     let received_at = jiff::Timestamp::now()
@@ -72,42 +114,49 @@ pub fn preview(
         .to_string();
     let ctx = Mapper::context(&doc, &received_at);
     let routes = router::route(config, &mapper, source, &ctx);
+    let participation_id = doc
+        .get("id")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
     let mut out = Vec::new();
     for (d, route) in config.destinations.iter().zip(routes) {
         if only.is_some_and(|n| n != d.name) {
             continue;
         }
-        let (fields, error) = match mapper.fields(d, &ctx) {
+        let (fields, mut error) = match mapper.fields(d, &ctx) {
             Ok(f) => (f, None),
             Err(e) => (Vec::new(), Some(e.to_string())),
         };
-        let request = match (&error, crate::connect::connector(d, &client)) {
-            (None, Ok(c)) => Some(
-                c.describe(&hookfan_connectors::Record {
+        let ready = match (&error, crate::connect::connector(d, &client)) {
+            (None, Ok(c)) => Some((
+                c,
+                Record {
                     delivery_id: 0,
                     notification_id: 0,
-                    participation_id: doc
-                        .get("id")
-                        .and_then(Value::as_str)
-                        .unwrap_or_default()
-                        .to_string(),
+                    participation_id: participation_id.clone(),
                     attempt: 1,
                     fields: fields.clone(),
                     raw: payload.into(),
                     state: None,
-                }),
-            ),
+                },
+            )),
+            (None, Err(e)) => {
+                error = Some(e.to_string());
+                None
+            }
             _ => None,
         };
-        out.push(DestinationPreview {
+        let preview = DestinationPreview {
             name: d.name.clone(),
             kind: d.kind.type_name().into(),
             routed: route.routed,
             reason: route.reason,
             fields,
             error,
-            request,
-        });
+            request: None,
+        };
+        out.push((preview, ready));
     }
     Ok(out)
 }

@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hookfan_connectors::file::FileConfig;
+use hookfan_connectors::sheets::SheetsConfig;
+use hookfan_connectors::trello::{self, TrelloConfig};
 use hookfan_connectors::units::{HumanDuration, Rate};
 use hookfan_connectors::webhook::WebhookConfig;
 use hookfan_connectors::{ConfigIssue, Secret};
@@ -203,6 +205,8 @@ pub struct Destination {
 pub enum DestinationKind {
     Webhook(WebhookConfig),
     File(FileConfig),
+    GoogleSheets(SheetsConfig),
+    Trello(TrelloConfig),
 }
 
 /// `Debug` with a webhook URL's credentials redacted (its headers and secret are already `***`).
@@ -215,6 +219,8 @@ impl std::fmt::Debug for DestinationKind {
                 f.debug_tuple("Webhook").field(&shown).finish()
             }
             DestinationKind::File(c) => f.debug_tuple("File").field(c).finish(),
+            DestinationKind::GoogleSheets(c) => f.debug_tuple("GoogleSheets").field(c).finish(),
+            DestinationKind::Trello(c) => f.debug_tuple("Trello").field(c).finish(),
         }
     }
 }
@@ -224,6 +230,8 @@ impl DestinationKind {
         match self {
             DestinationKind::Webhook(_) => "webhook",
             DestinationKind::File(_) => "file",
+            DestinationKind::GoogleSheets(_) => "google_sheets",
+            DestinationKind::Trello(_) => "trello",
         }
     }
 
@@ -232,6 +240,8 @@ impl DestinationKind {
         match self {
             DestinationKind::Webhook(c) => c.summary(),
             DestinationKind::File(c) => c.summary(),
+            DestinationKind::GoogleSheets(c) => c.summary(),
+            DestinationKind::Trello(c) => c.summary(),
         }
     }
 }
@@ -696,7 +706,8 @@ impl Validator<'_> {
                 return None;
             }
         };
-        let fields: Vec<(String, String)> = common.fields.unwrap_or_default().into_iter().collect();
+        let mut fields: Vec<(String, String)> =
+            common.fields.unwrap_or_default().into_iter().collect();
         let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
         let (kind, issues) = match common.kind.as_str() {
             "webhook" => {
@@ -709,6 +720,23 @@ impl Validator<'_> {
                 c.path = self.resolve(&c.path);
                 let issues = c.validate(&names);
                 (DestinationKind::File(c), issues)
+            }
+            "google_sheets" => {
+                let mut c: SheetsConfig = self.own_keys(own, path)?;
+                c.credentials = self.resolve(&c.credentials);
+                let issues = c.validate(&names);
+                (DestinationKind::GoogleSheets(c), issues)
+            }
+            "trello" => {
+                let c: TrelloConfig = self.own_keys(own, path)?;
+                let mut issues = c.validate();
+                if !fields.is_empty() {
+                    issues.push(ConfigIssue::new(
+                        "fields",
+                        "a trello destination has no fields: its templates are name, desc, due and custom_fields",
+                    ));
+                }
+                (DestinationKind::Trello(c), issues)
             }
             other => {
                 let message = if DESTINATION_TYPES.contains(&other) {
@@ -726,12 +754,19 @@ impl Validator<'_> {
         for ConfigIssue { key, message } in issues {
             self.problem(&path.dotted(&key), message);
         }
+        // Trello's templates are its own keys; they render into fields like any other.
+        let own_templates = matches!(kind, DestinationKind::Trello(_));
+        if let DestinationKind::Trello(c) = &kind {
+            fields = c.templates();
+        }
         for (field, template) in &fields {
             if let Err(e) = crate::mapping::check_template(template) {
-                self.problem(
-                    &path.key("fields").key(field.clone()),
-                    format!("template error: {e}"),
-                );
+                let at = match field.strip_prefix(trello::CUSTOM_FIELD_PREFIX) {
+                    Some(id) if own_templates => path.key("custom_fields").key(id).key("value"),
+                    _ if own_templates => path.key(field.clone()),
+                    _ => path.key("fields").key(field.clone()),
+                };
+                self.problem(&at, format!("template error: {e}"));
             }
         }
         if let Some(when) = &common.when

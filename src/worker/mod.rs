@@ -31,7 +31,8 @@ pub struct Lane {
     /// Ingress and finished attempts ring this when something may be due.
     wake: Notify,
     slots: Arc<Semaphore>,
-    bucket: Option<Mutex<rate::Bucket>>,
+    /// Shared by every lane with the same rate key.
+    gate: Arc<Mutex<rate::Gate>>,
 }
 
 /// Every lane, by destination name.
@@ -50,14 +51,23 @@ impl Worker {
         mapper: Arc<Mapper>,
         destinations: Vec<(Destination, Arc<dyn Connector>)>,
     ) -> Worker {
+        let mut gates: HashMap<String, Arc<Mutex<rate::Gate>>> = HashMap::new();
         let lanes = destinations
             .into_iter()
             .map(|(destination, connector)| {
+                let key = connector
+                    .rate_key()
+                    .unwrap_or_else(|| format!("destination:{}", destination.name));
+                let rate = destination
+                    .rate_limit
+                    .or_else(|| connector.default_rate_limit());
+                let gate = gates
+                    .entry(key)
+                    .or_insert_with(|| Arc::new(Mutex::new(rate::Gate::new(rate))))
+                    .clone();
                 let lane = Lane {
                     slots: Arc::new(Semaphore::new(destination.concurrency)),
-                    bucket: destination
-                        .rate_limit
-                        .map(|r| Mutex::new(rate::Bucket::new(r))),
+                    gate,
                     wake: Notify::new(),
                     destination,
                     connector,
@@ -134,13 +144,14 @@ impl Worker {
                 p = lane.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                 _ = shutdown.wait() => return,
             };
-            if let Some(bucket) = &lane.bucket {
-                let wait = bucket.lock().await.wait(Instant::now());
-                if !wait.is_zero() {
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = shutdown.wait() => return,
-                    }
+            loop {
+                let wait = lane.gate.lock().await.wait(Instant::now());
+                if wait.is_zero() {
+                    break;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = shutdown.wait() => return,
                 }
             }
             let claimed = self
@@ -154,9 +165,7 @@ impl Worker {
                 .await;
             match claimed {
                 Ok(batch) if !batch.is_empty() => {
-                    if let Some(bucket) = &lane.bucket {
-                        bucket.lock().await.take(Instant::now());
-                    }
+                    lane.gate.lock().await.take(Instant::now());
                     let worker = self.clone();
                     let lane = lane.clone();
                     tokio::spawn(async move {
@@ -227,6 +236,8 @@ impl Worker {
                     "the connector gave no outcome for this record",
                 ))
             });
+            let throttled = results.iter().any(|a| a.status == Some(429));
+            lane.gate.lock().await.throttled(throttled, Instant::now());
             for (c, attempt) in sent.iter().zip(results) {
                 logs.push(self.log(destination, c, attempt, started_at, duration_ms));
             }
