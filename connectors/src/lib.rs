@@ -87,6 +87,12 @@ pub trait Connector: Send + Sync {
         1
     }
 
+    /// How long a lane waits for more work to join a batch once the queue was empty (Sheets: a
+    /// burst becomes a few large appends, not many small ones).
+    fn linger(&self) -> std::time::Duration {
+        std::time::Duration::ZERO
+    }
+
     /// The rate limit this destination type needs when the config sets none (Sheets: under
     /// Google's 60 writes per minute).
     fn default_rate_limit(&self) -> Option<units::Rate> {

@@ -136,6 +136,9 @@ impl Worker {
 
     async fn lane_loop(self, lane: Arc<Lane>, mut shutdown: Shutdown) {
         let name = lane.destination.name.clone();
+        let linger = lane.connector.linger();
+        // Whether the last claim took everything due: then the next one may wait for company.
+        let mut drained = true;
         loop {
             if shutdown.is_set() {
                 return;
@@ -154,6 +157,12 @@ impl Worker {
                     _ = shutdown.wait() => return,
                 }
             }
+            if drained && !linger.is_zero() {
+                tokio::select! {
+                    _ = tokio::time::sleep(linger) => {}
+                    _ = shutdown.wait() => return,
+                }
+            }
             let claimed = self
                 .store
                 .claim_due(
@@ -163,6 +172,9 @@ impl Worker {
                     Self::lease(&lane),
                 )
                 .await;
+            drained = claimed
+                .as_ref()
+                .map_or(true, |b| b.len() < lane.connector.max_batch());
             match claimed {
                 Ok(batch) if !batch.is_empty() => {
                     lane.gate.lock().await.take(Instant::now());
