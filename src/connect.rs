@@ -18,7 +18,10 @@ pub fn connector(
     Ok(match &d.kind {
         DestinationKind::Webhook(c) => Arc::new(Webhook::new(c.clone(), client.clone())?),
         DestinationKind::File(c) => Arc::new(FileSink::new(c.clone())),
-        DestinationKind::GoogleSheets(c) => Arc::new(Sheets::new(c.clone(), client.clone())?),
+        DestinationKind::GoogleSheets(c) => Arc::new(
+            Sheets::new(c.clone(), client.clone())?
+                .with_fields(d.fields.iter().map(|(n, _)| n.clone()).collect()),
+        ),
         DestinationKind::Trello(c) => Arc::new(Trello::new(c.clone(), client.clone())?),
     })
 }

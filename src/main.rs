@@ -117,8 +117,13 @@ fn main() -> ExitCode {
 
 /// Logs go to stderr; `RUST_LOG` tunes them (default `info`).
 fn init_logs(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    let mut filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // yup-oauth2 logs its token requests and answers (a signed assertion, an access token) at
+    // debug level: keep them out whatever RUST_LOG says.
+    if let Ok(quiet) = "yup_oauth2=info".parse() {
+        filter = filter.add_directive(quiet);
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -93,12 +93,6 @@ pub trait Connector: Send + Sync {
         std::time::Duration::ZERO
     }
 
-    /// The rate limit this destination type needs when the config sets none (Sheets: under
-    /// Google's 60 writes per minute).
-    fn default_rate_limit(&self) -> Option<units::Rate> {
-        None
-    }
-
     /// Destinations whose connectors give the same key share one rate limit (Trello limits per
     /// token, whatever the board).
     fn rate_key(&self) -> Option<String> {

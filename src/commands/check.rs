@@ -24,7 +24,7 @@ pub fn summary_json(config: &Config) -> serde_json::Value {
             "sources": d.sources,
             "fields": d.fields.len(),
             "when": d.when,
-            "rate_limit": d.rate_limit.map(|r| r.to_string()),
+            "rate_limit": d.effective_rate_limit().map(|r| r.to_string()),
             "concurrency": d.concurrency,
             "target": d.kind.summary(),
         })).collect::<Vec<_>>(),
@@ -63,9 +63,7 @@ pub fn summary_text(config: &Config) -> String {
                 .as_deref()
                 .map(|w| format!("`{w}`"))
                 .unwrap_or_else(|| "always".into()),
-            d.rate_limit
-                .map(|r| r.to_string())
-                .unwrap_or_else(|| "none".into()),
+            rate_text(d),
             "",
             d.kind.summary(),
         ));
@@ -143,4 +141,13 @@ pub fn online_text(results: &[Reached]) -> String {
         }
     }
     out
+}
+
+/// The rate limit that applies, saying when it is the type's default.
+fn rate_text(d: &crate::config::Destination) -> String {
+    match (d.rate_limit, d.effective_rate_limit()) {
+        (Some(r), _) => r.to_string(),
+        (None, Some(r)) => format!("{r} (default)"),
+        (None, None) => "none".into(),
+    }
 }

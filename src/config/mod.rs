@@ -247,6 +247,15 @@ impl DestinationKind {
 }
 
 impl Destination {
+    /// The configured `rate_limit`, else the one the destination type needs (Sheets, Trello).
+    pub fn effective_rate_limit(&self) -> Option<Rate> {
+        self.rate_limit.or(match &self.kind {
+            DestinationKind::GoogleSheets(c) => Some(c.default_rate_limit()),
+            DestinationKind::Trello(c) => Some(c.default_rate_limit()),
+            DestinationKind::Webhook(_) | DestinationKind::File(_) => None,
+        })
+    }
+
     pub fn takes_source(&self, source: &str) -> bool {
         self.sources
             .as_ref()

@@ -58,9 +58,7 @@ impl Worker {
                 let key = connector
                     .rate_key()
                     .unwrap_or_else(|| format!("destination:{}", destination.name));
-                let rate = destination
-                    .rate_limit
-                    .or_else(|| connector.default_rate_limit());
+                let rate = destination.effective_rate_limit();
                 let gate = gates
                     .entry(key)
                     .or_insert_with(|| Arc::new(Mutex::new(rate::Gate::new(rate))))

@@ -121,7 +121,12 @@ fn check_json_lists_sources_and_destinations() {
         .collect();
     assert_eq!(
         summary,
-        [("archive", "file", true, 8), ("crm", "webhook", false, 6)]
+        [
+            ("archive", "file", true, 8),
+            ("crm", "webhook", false, 6),
+            ("winners", "trello", false, 2),
+            ("results", "google_sheets", false, 6)
+        ]
     );
     assert_eq!(destinations[1]["when"], "consent.newsletter == \"1\"");
     assert_eq!(destinations[1]["rate_limit"], "50/min");
@@ -236,7 +241,7 @@ fn preview_json_has_the_documented_shape() {
     let list = v["destinations"]
         .as_array()
         .unwrap_or_else(|| panic!("no destinations in {v}"));
-    assert_eq!(list.len(), 2);
+    assert_eq!(list.len(), 4);
     let archive = &list[0];
     assert_eq!(archive["name"], "archive");
     assert_eq!(archive["type"], "file");

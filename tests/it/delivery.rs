@@ -406,18 +406,37 @@ async fn stopping_refuses_new_work_and_lets_attempts_in_flight_finish() {
     crm.wait_for(1, WAIT).await;
 
     // Stop while the CRM is still answering.
-    let (client, url, db) = (relay.client.clone(), relay.url("/hooks/qualifio"), relay.db());
+    let (client, url, db) = (
+        relay.client.clone(),
+        relay.url("/hooks/qualifio"),
+        relay.db(),
+    );
     let _keep = relay.dir.clone();
     let stopping = tokio::spawn(relay.stop());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let refused = client.post(&url).body(v2_with_id("drain-2")).send().await.unwrap();
-    assert_eq!(refused.status().as_u16(), 503, "a stopping relay takes nothing new");
+    let refused = client
+        .post(&url)
+        .body(v2_with_id("drain-2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        refused.status().as_u16(),
+        503,
+        "a stopping relay takes nothing new"
+    );
     stopping.await.unwrap();
 
     // The attempt in flight finished and was recorded; the refused one was never stored.
     let store = SqliteStore::open(&db).await.unwrap();
-    let rows = store.list(&hookfan::store::Filter::default()).await.unwrap();
+    let rows = store
+        .list(&hookfan::store::Filter::default())
+        .await
+        .unwrap();
     assert_eq!(rows.len(), 1, "{rows:#?}");
-    assert_eq!((rows[0].status.as_str(), rows[0].attempts), ("delivered", 1));
+    assert_eq!(
+        (rows[0].status.as_str(), rows[0].attempts),
+        ("delivered", 1)
+    );
     assert_eq!(crm.received().len(), 1);
 }

@@ -11,4 +11,6 @@ mod ingress;
 mod mapping;
 mod props;
 mod restart;
+mod sheets;
 mod support;
+mod trello;

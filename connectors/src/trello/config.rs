@@ -1,0 +1,217 @@
+//! The keys of a `trello` destination and their validation, without I/O.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use crate::{ConfigIssue, Secret};
+
+pub const DEFAULT_API_BASE: &str = "https://api.trello.com";
+
+/// The keys of a `trello` destination (besides `type`, `enabled`, `sources`, `when`,
+/// `rate_limit`, `concurrency`, `retry`). Its templates are `name`, `desc`, `due` and each custom
+/// field's `value`; it has no `fields` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrelloConfig {
+    /// API key (a secret; usually `${TRELLO_KEY}`).
+    pub key: Secret,
+    /// API token (a secret; usually `${TRELLO_TOKEN}`).
+    pub token: Secret,
+    /// The list new cards go on.
+    pub list_id: String,
+    /// Template for the card's name (required).
+    pub name: String,
+    /// Template for the card's description.
+    pub desc: Option<String>,
+    /// Template rendering the due date (read like the `date` filter's input); empty means none.
+    pub due: Option<String>,
+    /// `top` or `bottom` (default).
+    #[serde(default)]
+    pub pos: Position,
+    /// Label ids to put on each card.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Member ids to put on each card.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// Custom field id → its type and a template for its value.
+    #[serde(default)]
+    pub custom_fields: BTreeMap<String, CustomField>,
+    /// Attach the files of Webhook 2.0 file-upload responses to the card, by URL.
+    #[serde(default)]
+    pub attach_files: bool,
+    /// For tests and proxies.
+    #[serde(default = "default_api_base")]
+    pub api_base: String,
+}
+
+fn default_api_base() -> String {
+    DEFAULT_API_BASE.into()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Position {
+    Top,
+    #[default]
+    Bottom,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomField {
+    #[serde(rename = "type")]
+    pub kind: CustomFieldType,
+    /// A template; for `list`, it renders the option id.
+    pub value: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CustomFieldType {
+    Text,
+    Number,
+    Date,
+    Checkbox,
+    List,
+}
+
+/// The record field names the templates render into.
+pub const NAME: &str = "name";
+pub const DESC: &str = "desc";
+pub const DUE: &str = "due";
+pub const CUSTOM_FIELD_PREFIX: &str = "custom_fields.";
+
+impl TrelloConfig {
+    /// The templates to render for each record, as (record field, template): `name`, `desc`,
+    /// `due`, then `custom_fields.<id>`.
+    pub fn templates(&self) -> Vec<(String, String)> {
+        let mut out = vec![(NAME.to_string(), self.name.clone())];
+        if let Some(desc) = &self.desc {
+            out.push((DESC.into(), desc.clone()));
+        }
+        if let Some(due) = &self.due {
+            out.push((DUE.into(), due.clone()));
+        }
+        for (id, field) in &self.custom_fields {
+            out.push((format!("{CUSTOM_FIELD_PREFIX}{id}"), field.value.clone()));
+        }
+        out
+    }
+
+    pub fn validate(&self) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        for (key, secret) in [("key", &self.key), ("token", &self.token)] {
+            if secret.is_empty() {
+                issues.push(ConfigIssue::new(key, "must not be empty"));
+            } else if !secret
+                .expose()
+                .chars()
+                .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+            {
+                issues.push(ConfigIssue::new(
+                    key,
+                    "holds spaces, quotes or other characters no Trello credential has",
+                ));
+            }
+        }
+        if self.list_id.trim().is_empty() {
+            issues.push(ConfigIssue::new("list_id", "must not be empty"));
+        } else if !is_id(&self.list_id) {
+            issues.push(ConfigIssue::new("list_id", NOT_AN_ID));
+        }
+        if self.name.trim().is_empty() {
+            issues.push(ConfigIssue::new(
+                "name",
+                "must not be empty: every card needs a name",
+            ));
+        }
+        for (key, ids) in [("labels", &self.labels), ("members", &self.members)] {
+            for (i, id) in ids.iter().enumerate() {
+                if !is_id(id) {
+                    issues.push(ConfigIssue::new(format!("{key}[{i}]"), NOT_AN_ID));
+                }
+            }
+        }
+        for id in self.custom_fields.keys() {
+            if !is_id(id) {
+                issues.push(ConfigIssue::new(format!("custom_fields.{id}"), NOT_AN_ID));
+            }
+        }
+        match reqwest::Url::parse(&self.api_base) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            Ok(url) => issues.push(ConfigIssue::new(
+                "api_base",
+                format!("unsupported scheme {:?}: use http or https", url.scheme()),
+            )),
+            Err(e) => issues.push(ConfigIssue::new(
+                "api_base",
+                format!("not a valid URL: {e}"),
+            )),
+        }
+        issues
+    }
+
+    pub fn summary(&self) -> String {
+        format!("create a card on list {}", self.list_id)
+    }
+
+    /// The rate limit when the config sets none: Trello's 90 calls per 10 s per token, divided by
+    /// what one card costs, because the worker's gate counts deliveries.
+    pub fn default_rate_limit(&self) -> crate::units::Rate {
+        crate::units::Rate {
+            count: (super::CALLS_PER_10S / self.calls_per_card()).max(1),
+            per: std::time::Duration::from_secs(10),
+        }
+    }
+
+    /// Calls one card costs when every step runs: the card, its custom fields, and (when files
+    /// are attached) at least one attachment.
+    pub(crate) fn calls_per_card(&self) -> u32 {
+        let fields = u32::try_from(self.custom_fields.len()).unwrap_or(u32::MAX);
+        1u32.saturating_add(fields)
+            .saturating_add(u32::from(self.attach_files))
+    }
+}
+
+const NOT_AN_ID: &str =
+    "must be a Trello id: letters and digits only, e.g. 5f1b2c3d4e5f6a7b8c9d0e1f";
+
+/// Ids go into URL paths: letters and digits only, so none can change the path.
+pub(crate) fn is_id(id: &str) -> bool {
+    !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> TrelloConfig {
+        TrelloConfig {
+            key: Secret::new("key123"),
+            token: Secret::new("tok456"),
+            list_id: "list1".into(),
+            name: "n".into(),
+            desc: None,
+            due: None,
+            pos: Position::Bottom,
+            labels: Vec::new(),
+            members: Vec::new(),
+            custom_fields: BTreeMap::new(),
+            attach_files: false,
+            api_base: DEFAULT_API_BASE.into(),
+        }
+    }
+
+    #[test]
+    fn ids_and_credentials_are_checked() {
+        assert!(config().validate().is_empty());
+        let mut c = config();
+        c.list_id = "../boards/x".into();
+        c.labels = vec!["ok1".into(), "a,b".into()];
+        c.token = Secret::new("tok en");
+        let keys: Vec<String> = c.validate().into_iter().map(|i| i.key).collect();
+        assert_eq!(keys, ["token", "list_id", "labels[1]"]);
+    }
+}
