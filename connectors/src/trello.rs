@@ -538,26 +538,12 @@ impl Connector for Trello {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::collections::BTreeMap;
 
     use super::*;
     use crate::Secret;
 
     fn config() -> TrelloConfig {
-        TrelloConfig {
-            key: Secret::new("key123"),
-            token: Secret::new("tok456"),
-            list_id: "list1".into(),
-            name: "n".into(),
-            desc: None,
-            due: None,
-            pos: Position::Bottom,
-            labels: Vec::new(),
-            members: Vec::new(),
-            custom_fields: BTreeMap::new(),
-            attach_files: false,
-            api_base: DEFAULT_API_BASE.into(),
-        }
+        TrelloConfig::sample()
     }
 
     #[test]

@@ -184,10 +184,9 @@ pub(crate) fn is_id(id: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn config() -> TrelloConfig {
+impl TrelloConfig {
+    /// A minimal valid config for unit tests: key `key123`, token `tok456`, list `list1`.
+    pub(crate) fn sample() -> TrelloConfig {
         TrelloConfig {
             key: Secret::new("key123"),
             token: Secret::new("tok456"),
@@ -202,6 +201,15 @@ mod tests {
             attach_files: false,
             api_base: DEFAULT_API_BASE.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> TrelloConfig {
+        TrelloConfig::sample()
     }
 
     #[test]

@@ -290,7 +290,6 @@ pub fn id_created_at(id: &str) -> Option<i64> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
-    use std::collections::BTreeMap;
     use std::sync::Arc;
 
     use super::super::CustomField;
@@ -301,16 +300,8 @@ mod tests {
         TrelloConfig {
             key: Secret::new("k"),
             token: Secret::new("t"),
-            list_id: "list1".into(),
             name: "{{ x }}".into(),
-            desc: None,
-            due: None,
-            pos: Position::Bottom,
-            labels: Vec::new(),
-            members: Vec::new(),
-            custom_fields: BTreeMap::new(),
-            attach_files: false,
-            api_base: super::super::DEFAULT_API_BASE.into(),
+            ..TrelloConfig::sample()
         }
     }
 
