@@ -95,6 +95,7 @@ pub async fn run_with_store(
         store,
         worker,
         stopping: stopping.clone(),
+        readiness: tokio::sync::Mutex::new(None),
     });
     let server = HttpServer::new(move || {
         let state = state.clone();

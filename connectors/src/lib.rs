@@ -53,17 +53,32 @@ pub struct Described {
     pub body: String,
 }
 
-/// A config problem found by a connector's own validation; `key` is relative to the destination.
+/// One step of a key path inside a destination's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyPart {
+    Key(String),
+    Index(usize),
+}
+
+/// A config problem found by a connector's own validation, at a path relative to the
+/// destination (`["headers", "X-Token"]`, `["labels", 1]`): parts, not a dotted string, so a
+/// key holding a dot still points at the right line.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
-    pub key: String,
+    pub path: Vec<KeyPart>,
     pub message: String,
 }
 
 impl ConfigIssue {
+    /// A problem with one of the destination's own keys.
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigIssue::at(vec![KeyPart::Key(key.into())], message)
+    }
+
+    /// A problem deeper in the destination's table.
+    pub fn at(path: Vec<KeyPart>, message: impl Into<String>) -> Self {
         ConfigIssue {
-            key: key.into(),
+            path,
             message: message.into(),
         }
     }

@@ -77,13 +77,13 @@ impl WebhookConfig {
         }
         for (name, value) in &self.headers {
             if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
-                issues.push(ConfigIssue::new(
-                    format!("headers.{name}"),
+                issues.push(ConfigIssue::at(
+                    header_path(name),
                     "not a valid header name",
                 ));
             } else if reqwest::header::HeaderValue::from_str(value.expose()).is_err() {
-                issues.push(ConfigIssue::new(
-                    format!("headers.{name}"),
+                issues.push(ConfigIssue::at(
+                    header_path(name),
                     "the value holds characters a header cannot carry",
                 ));
             }
@@ -117,6 +117,13 @@ impl WebhookConfig {
     pub fn summary(&self) -> String {
         format!("{} {}", self.method.as_str(), redact_url(&self.url))
     }
+}
+
+fn header_path(name: &str) -> Vec<crate::KeyPart> {
+    vec![
+        crate::KeyPart::Key("headers".into()),
+        crate::KeyPart::Key(name.into()),
+    ]
 }
 
 /// The key behind `whsec_<base64>`.

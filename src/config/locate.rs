@@ -33,13 +33,6 @@ impl KeyPath {
         next
     }
 
-    /// Appends a dotted relative path (`headers.x` from a connector's own validation).
-    pub fn dotted(&self, rel: &str) -> Self {
-        rel.split('.')
-            .filter(|s| !s.is_empty())
-            .fold(self.clone(), |p, k| p.key(k))
-    }
-
     /// Turns serde_path_to_error's path into ours.
     pub fn from_serde(base: &KeyPath, path: &serde_path_to_error::Path) -> Self {
         use serde_path_to_error::Segment;

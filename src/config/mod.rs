@@ -16,7 +16,7 @@ use hookfan_connectors::sheets::SheetsConfig;
 use hookfan_connectors::trello::{self, TrelloConfig};
 use hookfan_connectors::units::{HumanDuration, Rate};
 use hookfan_connectors::webhook::WebhookConfig;
-use hookfan_connectors::{ConfigIssue, Secret};
+use hookfan_connectors::{ConfigIssue, KeyPart, Secret};
 use serde::de::DeserializeOwned;
 
 use locate::Locator;
@@ -31,6 +31,8 @@ pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
 pub const DEFAULT_STORAGE_URL: &str = "sqlite://hookfan.db";
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 pub const DEFAULT_CONCURRENCY: usize = 4;
+/// More attempts in flight than this helps no destination, and keeps the worker's bounds sane.
+pub const MAX_CONCURRENCY: usize = 1000;
 pub const DEFAULT_JITTER: f64 = 0.2;
 /// `10s, 1m, 5m, 30m, 2h, 6h, 12h, 24h`, then dead.
 pub const DEFAULT_SCHEDULE: &[u64] = &[10, 60, 300, 1_800, 7_200, 21_600, 43_200, 86_400];
@@ -401,7 +403,7 @@ impl Unlocated {
 fn from_value<T: DeserializeOwned>(value: toml::Value, base: &KeyPath) -> Result<T, Unlocated> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let mut path = KeyPath::from_serde(base, e.path());
-        let message = e.inner().message().trim().to_string();
+        let message = hide_strings(e.inner().message().trim());
         if let Some(field) = unknown_field(&message)
             && path.0.last() != Some(&locate::Seg::Key(field.clone()))
         {
@@ -409,6 +411,27 @@ fn from_value<T: DeserializeOwned>(value: toml::Value, base: &KeyPath) -> Result
         }
         Unlocated { path, message }
     })
+}
+
+/// serde quotes the value it refused (`invalid type: string "s3cret", expected a sequence`): a
+/// secret written in the wrong shape must not be printed, so quoted strings are hidden.
+fn hide_strings(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find("string \"") {
+        out.push_str(&rest[..i]);
+        out.push_str("string (value hidden)");
+        let quoted = &rest[i + "string \"".len()..];
+        let mut escaped = false;
+        let end = quoted.char_indices().find_map(|(j, c)| {
+            let close = c == '"' && !escaped;
+            escaped = c == '\\' && !escaped;
+            close.then_some(j + 1)
+        });
+        rest = end.map_or("", |j| &quoted[j..]);
+    }
+    out.push_str(rest);
+    out
 }
 
 /// The key in serde's "unknown field `x`, expected …".
@@ -597,10 +620,18 @@ impl Validator<'_> {
                 || url_path.starts_with("/admin")
             {
                 self.problem(&here.key("path"), format!("{url_path} is reserved"));
-            } else if let Some(other) = out.iter().find(|o| o.path == url_path) {
+            } else if let Some(other) = out.iter().find(|o| {
+                // `<path>/<token>` is a route too: one path under another would be swallowed.
+                o.path == url_path
+                    || url_path.starts_with(&format!("{}/", o.path))
+                    || o.path.starts_with(&format!("{url_path}/"))
+            }) {
                 self.problem(
                     &here.key("path"),
-                    format!("{url_path} is already the path of source {:?}", other.name),
+                    format!(
+                        "{url_path} overlaps the path of source {:?} ({}): a path may not be another's, nor lie under it",
+                        other.name, other.path
+                    ),
                 );
             }
             let auth = self.auth(s, &here);
@@ -760,8 +791,12 @@ impl Validator<'_> {
                 return None;
             }
         };
-        for ConfigIssue { key, message } in issues {
-            self.problem(&path.dotted(&key), message);
+        for ConfigIssue { path: at, message } in issues {
+            let at = at.into_iter().fold(path.clone(), |p, part| match part {
+                KeyPart::Key(k) => p.key(k),
+                KeyPart::Index(i) => p.index(i),
+            });
+            self.problem(&at, message);
         }
         // Trello's templates are its own keys; they render into fields like any other.
         let own_templates = matches!(kind, DestinationKind::Trello(_));
@@ -797,8 +832,11 @@ impl Validator<'_> {
             }
         }
         let concurrency = common.concurrency.unwrap_or(DEFAULT_CONCURRENCY);
-        if concurrency == 0 {
-            self.problem(&path.key("concurrency"), "must be at least 1");
+        if !(1..=MAX_CONCURRENCY).contains(&concurrency) {
+            self.problem(
+                &path.key("concurrency"),
+                format!("must be between 1 and {MAX_CONCURRENCY}"),
+            );
         }
         let retry = match &common.retry {
             Some(r) => self.retry(r, retry, &path.key("retry")),

@@ -17,9 +17,16 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.ct_eq(b).into()
 }
 
+/// Which check failed: logged, never told to the client.
+pub type Failed = &'static str;
+
 /// The checks that need no body: Basic, token (Bearer, `?token=`, or path segment), header.
 /// `path_token` is the extra path segment, if the request had one.
-pub fn check_credentials(auth: &Auth, req: &HttpRequest, path_token: Option<&str>) -> bool {
+pub fn check_credentials(
+    auth: &Auth,
+    req: &HttpRequest,
+    path_token: Option<&str>,
+) -> Result<(), Failed> {
     let authorization = req
         .headers()
         .get(header::AUTHORIZATION)
@@ -30,11 +37,11 @@ pub fn check_credentials(auth: &Auth, req: &HttpRequest, path_token: Option<&str
             .strip_prefix("Basic ")
             .and_then(|b| STANDARD.decode(b.trim()).ok())
         else {
-            return false;
+            return Err("basic");
         };
         let expected = format!("{user}:{}", pass.expose());
         if !same(&given, expected.as_bytes()) {
-            return false;
+            return Err("basic");
         }
     }
     if let Some(token) = &auth.token {
@@ -46,11 +53,11 @@ pub fn check_credentials(auth: &Auth, req: &HttpRequest, path_token: Option<&str
             .flatten()
             .any(|given| same(given.as_bytes(), t));
         if !ok {
-            return false;
+            return Err("token");
         }
     } else if path_token.is_some() {
         // A path segment only means something when a token is configured.
-        return false;
+        return Err("token");
     }
     if let Some((name, value)) = &auth.header {
         let given = req
@@ -59,10 +66,10 @@ pub fn check_credentials(auth: &Auth, req: &HttpRequest, path_token: Option<&str
             .map(|v| v.as_bytes())
             .unwrap_or_default();
         if !same(given, value.expose().as_bytes()) {
-            return false;
+            return Err("header");
         }
     }
-    true
+    Ok(())
 }
 
 fn query_token(query: &str) -> Option<String> {

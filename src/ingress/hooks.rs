@@ -15,9 +15,10 @@ fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": message.into() }))
 }
 
-fn unauthorized(source: &Source, req: &HttpRequest) -> HttpResponse {
+fn unauthorized(source: &Source, req: &HttpRequest, failed: auth::Failed) -> HttpResponse {
     tracing::warn!(
         source = %source.name,
+        failed,
         peer = %req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
         "authentication failed"
     );
@@ -72,7 +73,8 @@ async fn read_body(
     if declared.is_some_and(|n| n > max) {
         return Err(too_large());
     }
-    let mut body = Vec::with_capacity(declared.unwrap_or(4096).min(max) as usize);
+    // Grows as bytes arrive: a declared length reserves at most 64 KiB before they do.
+    let mut body = Vec::with_capacity(declared.unwrap_or(4096).min(max).min(64 * 1024) as usize);
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| {
             error(
@@ -120,8 +122,8 @@ pub async fn receive(
         return error(StatusCode::NOT_FOUND, "no such source");
     };
     let path_token = path_token.map(|p| p.into_inner());
-    if !auth::check_credentials(&source.auth, &req, path_token.as_deref()) {
-        return unauthorized(source, &req);
+    if let Err(failed) = auth::check_credentials(&source.auth, &req, path_token.as_deref()) {
+        return unauthorized(source, &req, failed);
     }
     if !acceptable_content_type(&req) {
         return error(
@@ -134,7 +136,7 @@ pub async fn receive(
         Err(response) => return response,
     };
     if !auth::check_signature(&source.auth, &req, &body) {
-        return unauthorized(source, &req);
+        return unauthorized(source, &req, "signature");
     }
     let (doc, participation_id) = match parse(&body) {
         Ok(v) => v,

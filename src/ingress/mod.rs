@@ -21,6 +21,9 @@ pub struct AppState {
     pub worker: Worker,
     /// Set at shutdown: new notifications get 503 so Qualifio retries elsewhere or later.
     pub stopping: Arc<AtomicBool>,
+    /// The last readiness probe: `/readyz` writes to the store at most once a second, so
+    /// probes (which need no credentials) cannot crowd out accepts.
+    pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
 }
 
 impl AppState {
@@ -48,6 +51,8 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
     }
 }
 
+const READY_CACHE: std::time::Duration = std::time::Duration::from_secs(1);
+
 async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
@@ -57,12 +62,27 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
         return HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({ "status": "stopping" }));
     }
-    match state.store.ready().await {
-        Ok(()) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready" })),
-        Err(e) => {
-            tracing::warn!(error = %e, "store not ready");
-            HttpResponse::ServiceUnavailable()
-                .json(serde_json::json!({ "status": "store unavailable" }))
+    let ready = {
+        let mut last = state.readiness.lock().await;
+        match *last {
+            Some((at, ready)) if at.elapsed() < READY_CACHE => ready,
+            _ => {
+                let ready = match state.store.ready().await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "store not ready");
+                        false
+                    }
+                };
+                *last = Some((std::time::Instant::now(), ready));
+                ready
+            }
         }
+    };
+    if ready {
+        HttpResponse::Ok().json(serde_json::json!({ "status": "ready" }))
+    } else {
+        HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "status": "store unavailable" }))
     }
 }

@@ -314,7 +314,28 @@ fn two_sources_on_one_path() {
         4,
         1,
         "sources.b.path",
-        &["/hooks/qualifio is already the path of source \"qualifio\""],
+        &["/hooks/qualifio overlaps the path of source \"qualifio\""],
+    );
+}
+
+#[test]
+fn a_source_path_under_another_is_refused() {
+    // `/hooks/qualifio/<token>` is a route of `qualifio`: `/hooks/qualifio/eu` would be caught by it.
+    let p = problem(
+        r#"
+        [sources.qualifio]
+        auth = "none"
+        [sources.eu]
+        path = "/hooks/qualifio/eu"
+        auth = "none"
+        "#,
+    );
+    assert_at(
+        &p,
+        4,
+        1,
+        "sources.eu.path",
+        &["/hooks/qualifio/eu overlaps the path of source \"qualifio\" (/hooks/qualifio)"],
     );
 }
 
@@ -879,4 +900,71 @@ fn the_example_config_loads_and_needs_no_credentials() {
     // The example states every default, so it must agree with the code's.
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(config.retry, RetryPolicy::default());
+}
+
+#[test]
+fn a_secret_written_in_the_wrong_shape_is_not_printed() {
+    // The brackets were forgotten: serde would quote the value it refused.
+    let p = problem(
+        r#"
+        [sources.qualifio]
+        hmac_secrets = "topsecret-hmac"
+        "#,
+    );
+    assert_at(
+        &p,
+        2,
+        1,
+        "sources.qualifio.hmac_secrets",
+        &["invalid type: string (value hidden), expected a sequence"],
+    );
+    assert!(!p.to_string().contains("topsecret"), "{p}");
+}
+
+#[test]
+fn concurrency_has_bounds() {
+    for (value, ok) in [
+        ("0", false),
+        ("1", true),
+        ("1000", true),
+        ("1001", false),
+        ("4611686018427387904", false),
+    ] {
+        let text = format!(
+            "{SOURCE}[destinations.f]\ntype = \"file\"\npath = \"out.jsonl\"\nconcurrency = {value}\n"
+        );
+        match parse(&text) {
+            Ok(_) => assert!(ok, "concurrency = {value} was accepted"),
+            Err(ConfigError::Invalid(p)) => {
+                assert!(!ok, "concurrency = {value}: {p:?}");
+                assert_eq!(p[0].key, "destinations.f.concurrency");
+                assert!(p[0].message.contains("between 1 and 1000"), "{}", p[0]);
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
+#[test]
+fn a_connector_issue_points_at_the_key_even_with_dots_and_indexes() {
+    let p = problem(&format!(
+        "{SOURCE}[destinations.crm]\ntype = \"webhook\"\nurl = \"https://crm.example/in\"\n[destinations.crm.headers]\n\"X.Bad Name\" = \"v\"\n"
+    ));
+    assert_at(
+        &p,
+        7,
+        1,
+        "destinations.crm.headers.\"X.Bad Name\"",
+        &["not a valid header name"],
+    );
+    let p = problem(&format!(
+        "{SOURCE}[destinations.w]\ntype = \"trello\"\nkey = \"k\"\ntoken = \"t\"\nlist_id = \"abc123\"\nname = \"n\"\nlabels = [\"ok1\",\n  \"a,b\"]\n"
+    ));
+    assert_at(
+        &p,
+        10,
+        1,
+        "destinations.w.labels[1]",
+        &["must be a Trello id"],
+    );
 }

@@ -504,5 +504,27 @@ async fn a_store_that_cannot_commit_gets_503_never_2xx() {
         status, 202,
         "the retry is new: the refused one was never stored"
     );
+    // Readiness is probed at most once a second; then it says so.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let ready = relay.client.get(relay.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_length_over_the_limit_is_refused_before_the_body() {
+    let relay = Relay::start(CONFIG).await;
+    let addr = relay.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // Only the head: the answer must not wait for 100 000 bytes that never come.
+    let head = "POST /hooks/open HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n";
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer))
+        .await
+        .expect("413 before the body")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     relay.stop().await;
 }

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::{ConfigIssue, Secret};
+use crate::{ConfigIssue, KeyPart, Secret};
 
 pub const DEFAULT_API_BASE: &str = "https://api.trello.com";
 
@@ -130,13 +130,22 @@ impl TrelloConfig {
         for (key, ids) in [("labels", &self.labels), ("members", &self.members)] {
             for (i, id) in ids.iter().enumerate() {
                 if !is_id(id) {
-                    issues.push(ConfigIssue::new(format!("{key}[{i}]"), NOT_AN_ID));
+                    issues.push(ConfigIssue::at(
+                        vec![KeyPart::Key(key.into()), KeyPart::Index(i)],
+                        NOT_AN_ID,
+                    ));
                 }
             }
         }
         for id in self.custom_fields.keys() {
             if !is_id(id) {
-                issues.push(ConfigIssue::new(format!("custom_fields.{id}"), NOT_AN_ID));
+                issues.push(ConfigIssue::at(
+                    vec![
+                        KeyPart::Key("custom_fields".into()),
+                        KeyPart::Key(id.clone()),
+                    ],
+                    NOT_AN_ID,
+                ));
             }
         }
         match reqwest::Url::parse(&self.api_base) {
