@@ -228,7 +228,15 @@ mod tests {
         c.list_id = "../boards/x".into();
         c.labels = vec!["ok1".into(), "a,b".into()];
         c.token = Secret::new("tok en");
-        let keys: Vec<String> = c.validate().into_iter().map(|i| i.key).collect();
-        assert_eq!(keys, ["token", "list_id", "labels[1]"]);
+        let paths: Vec<Vec<KeyPart>> = c.validate().into_iter().map(|i| i.path).collect();
+        let key = |k: &str| KeyPart::Key(k.into());
+        assert_eq!(
+            paths,
+            [
+                vec![key("token")],
+                vec![key("list_id")],
+                vec![key("labels"), KeyPart::Index(1)]
+            ]
+        );
     }
 }
