@@ -153,6 +153,7 @@ mod tests {
                 .collect(),
             raw: Arc::from("{\n  \"id\": \"p\"\n}"),
             state: None,
+            in_doubt_since: None,
         }
     }
 

@@ -42,6 +42,9 @@ pub struct Record {
     pub raw: Arc<str>,
     /// Progress saved by an earlier attempt (e.g. a created card's id).
     pub state: Option<serde_json::Value>,
+    /// Unix milliseconds when an earlier attempt started whose result was never recorded (its
+    /// process crashed or was stopped): the destination may already have what it sent.
+    pub in_doubt_since: Option<i64>,
 }
 
 /// What a connector would send for a record, secrets redacted (for `hookfan preview`).
@@ -106,6 +109,12 @@ pub trait Connector: Send + Sync {
     /// burst becomes a few large appends, not many small ones).
     fn linger(&self) -> std::time::Duration {
         std::time::Duration::ZERO
+    }
+
+    /// How many calls to the destination one `deliver` makes (a Trello card: the card, each
+    /// custom field, the attachments; a Sheets batch: one append); the rate limit counts calls.
+    fn calls_per_delivery(&self) -> u32 {
+        1
     }
 
     /// Destinations whose connectors give the same key share one rate limit (Trello limits per

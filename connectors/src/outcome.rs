@@ -185,15 +185,10 @@ pub fn cut(text: &str, max: usize) -> &str {
 }
 
 /// Reads at most [`EXCERPT_LIMIT`] bytes of a body, so a huge error page costs nothing.
-async fn read_excerpt(mut response: reqwest::Response) -> String {
-    let mut buf = Vec::new();
-    while buf.len() < EXCERPT_LIMIT {
-        match response.chunk().await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    let text = String::from_utf8_lossy(&buf);
+async fn read_excerpt(response: reqwest::Response) -> String {
+    let text = crate::http::read_limited(response, EXCERPT_LIMIT)
+        .await
+        .unwrap_or_default();
     excerpt(&text)
 }
 

@@ -33,6 +33,8 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(60);
 const MIN_STEP_TIME: Duration = Duration::from_secs(2);
 /// How far a card id's time (Trello's clock) may stray from this machine's clock.
 const CLOCK_SLACK_SECS: i64 = 5;
+/// The most of an answer read: a list's cards with long descriptions stay well under it.
+const ANSWER_LIMIT: usize = 8 << 20;
 
 /// A ready Trello destination.
 pub struct Trello {
@@ -143,7 +145,7 @@ impl Trello {
             let attempt = Attempt::from_response(response).await;
             return Err(self.explain(attempt, step));
         }
-        match response.text().await {
+        match crate::http::read_limited(response, ANSWER_LIMIT).await {
             Ok(body) => Ok((status, body)),
             Err(e) => {
                 let mut attempt = with_context(Attempt::from_transport_error(e), step);
@@ -214,8 +216,9 @@ impl Trello {
         }
     }
 
-    /// After a creation that got no clear answer: the card on the list with the same name and
-    /// description made while that request was in flight, if exactly one is. Two or more mean
+    /// After a creation that got no clear answer, or an attempt whose result was never recorded:
+    /// the card on the list with the same name and description made since the first such send,
+    /// if exactly one is. Two or more mean
     /// other participations render the same text; adopting the wrong one would be worse than a
     /// second card, so none is taken.
     async fn find_card(
@@ -231,8 +234,9 @@ impl Trello {
         let request = self.request(reqwest::Method::GET, &path, time_left);
         let (_, body) = self.send(request, Step::LookForCard).await?;
         let cards: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+        // Anything since the first unanswered send: a card made by any later one counts too.
         let window =
-            (since - CLOCK_SLACK_SECS)..=(since + CALL_TIMEOUT.as_secs() as i64 + CLOCK_SLACK_SECS);
+            (since - CLOCK_SLACK_SECS)..=(jiff::Timestamp::now().as_second() + CLOCK_SLACK_SECS);
         let text = |c: &Value, k: &str| {
             c.get(k)
                 .and_then(Value::as_str)
@@ -272,6 +276,14 @@ impl Trello {
         };
         let deadline = Instant::now() + DELIVERY_TIMEOUT;
         let mut progress = Progress::from_state(record.state.as_ref());
+        // An attempt whose result was never recorded (a crash, a stop) may have made the card.
+        if progress.card.is_none()
+            && let Some(ms) = record.in_doubt_since
+        {
+            let since = ms.div_euclid(1000);
+            progress.unconfirmed_since =
+                Some(progress.unconfirmed_since.map_or(since, |s| s.min(since)));
+        }
         let mut attempt = self.run(&plan, &mut progress, deadline).await;
         attempt.state = progress.to_state();
         attempt.warnings.extend(plan.warnings);
@@ -428,6 +440,10 @@ fn with_context(mut attempt: Attempt, step: Step<'_>) -> Attempt {
 
 #[async_trait::async_trait]
 impl Connector for Trello {
+    fn calls_per_delivery(&self) -> u32 {
+        self.config.calls_per_card()
+    }
+
     /// Trello limits per token: every destination with the same token shares one gate. The
     /// token is hashed so it never shows in a key that may be logged.
     fn rate_key(&self) -> Option<String> {
@@ -563,8 +579,11 @@ mod tests {
     }
 
     #[test]
-    fn the_default_rate_counts_calls_per_card() {
+    fn a_card_costs_its_calls() {
+        let client = crate::http::client().unwrap();
         assert_eq!(config().default_rate_limit().to_string(), "90/10s");
+        let plain = Trello::new(config(), client.clone()).unwrap();
+        assert_eq!(plain.calls_per_delivery(), 1);
         let mut c = config();
         c.attach_files = true;
         c.custom_fields.insert(
@@ -574,7 +593,9 @@ mod tests {
                 value: "x".into(),
             },
         );
-        assert_eq!(c.default_rate_limit().to_string(), "30/10s");
+        assert_eq!(c.default_rate_limit().to_string(), "90/10s");
+        let busy = Trello::new(c, client).unwrap();
+        assert_eq!(busy.calls_per_delivery(), 3);
     }
 
     #[test]

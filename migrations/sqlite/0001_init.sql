@@ -18,7 +18,13 @@ CREATE TABLE deliveries (
     attempts         INTEGER NOT NULL DEFAULT 0,
     next_attempt_at  INTEGER NOT NULL,
     lease_owner      TEXT,
+    -- Also the lease's token: an attempt is recorded only while its lease still holds.
     lease_expires_at INTEGER,
+    -- When the current claim was made; cleared when its attempt is recorded.
+    claimed_at       INTEGER,
+    -- The claim before this one, if its attempt was never recorded (a crash, a stop): that
+    -- attempt may have reached the destination.
+    in_doubt_since   INTEGER,
     last_error       TEXT,
     state            TEXT,
     created_at       INTEGER NOT NULL,

@@ -139,6 +139,7 @@ fn prepare(
                     fields: fields.clone(),
                     raw: payload.into(),
                     state: None,
+                    in_doubt_since: None,
                 },
             )),
             (None, Err(e)) => {

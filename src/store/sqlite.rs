@@ -232,14 +232,15 @@ impl Store for SqliteStore {
         let mut conn = writer(&self.writer, Durability::Os).await?;
         let mut tx = conn.begin().await?;
         let leased = sqlx::query(
-            "UPDATE deliveries SET lease_owner = ?1, lease_expires_at = ?2
+            "UPDATE deliveries SET lease_owner = ?1, lease_expires_at = ?2,
+                 in_doubt_since = COALESCE(in_doubt_since, claimed_at), claimed_at = ?4
              WHERE id IN (
                  SELECT id FROM deliveries
                  WHERE destination = ?3 AND status = 'pending' AND next_attempt_at <= ?4
                    AND (lease_expires_at IS NULL OR lease_expires_at <= ?4)
                  ORDER BY next_attempt_at, id
                  LIMIT ?5)
-             RETURNING id, notification_id, attempts, state",
+             RETURNING id, notification_id, attempts, state, in_doubt_since",
         )
         .bind(owner)
         .bind(expires)
@@ -297,6 +298,8 @@ impl Store for SqliteStore {
                 state: state_from_text(row.try_get("state")?),
                 body,
                 received_at,
+                lease: expires,
+                in_doubt_since: row.try_get("in_doubt_since")?,
             });
         }
         out.sort_by_key(|c| c.delivery_id);
@@ -330,6 +333,7 @@ impl Store for SqliteStore {
                 };
                 serde_json::json!({
                     "id": a.delivery_id,
+                    "lease": a.lease,
                     "number": a.number,
                     "started_at": a.started_at,
                     "duration_ms": a.duration_ms,
@@ -358,11 +362,14 @@ impl Store for SqliteStore {
         sqlx::query(
             "UPDATE deliveries SET status = x.status, attempts = x.number, next_attempt_at = x.next_at,
                  last_error = x.error, state = COALESCE(x.state, deliveries.state),
-                 lease_owner = NULL, lease_expires_at = NULL, updated_at = ?2
-             FROM (SELECT value ->> 'id' AS id, value ->> 'status' AS status, value ->> 'number' AS number,
-                          value ->> 'next_at' AS next_at, value ->> 'error' AS error, value ->> 'state' AS state
+                 lease_owner = NULL, lease_expires_at = NULL, claimed_at = NULL,
+                 in_doubt_since = NULL, updated_at = ?2
+             FROM (SELECT value ->> 'id' AS id, value ->> 'lease' AS lease, value ->> 'status' AS status,
+                          value ->> 'number' AS number, value ->> 'next_at' AS next_at,
+                          value ->> 'error' AS error, value ->> 'state' AS state
                    FROM json_each(?1)) AS x
-             WHERE deliveries.id = x.id",
+             -- A lease that expired and was claimed again belongs to the new attempt now.
+             WHERE deliveries.id = x.id AND deliveries.lease_expires_at = x.lease",
         )
         .bind(&batch)
         .bind(now)

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hookfan_connectors::units::Rate;
 use hookfan_connectors::{Attempt, Connector, Outcome, Record};
 use tokio::sync::{Mutex, Notify, Semaphore};
 use tokio::time::Instant;
@@ -23,6 +24,18 @@ use crate::store::{AttemptLog, Claimed, Next, Store, now_ms};
 const IDLE_POLL: Duration = Duration::from_secs(5);
 /// How long in-flight attempts may finish after a stop signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The slower of two rates (calls per second), `None` being no limit.
+fn strictest(a: Option<Rate>, b: Option<Rate>) -> Option<Rate> {
+    match (a, b) {
+        (Some(x), Some(y)) => {
+            let per_sec = |r: Rate| f64::from(r.count) / r.per.as_secs_f64();
+            Some(if per_sec(x) <= per_sec(y) { x } else { y })
+        }
+        (x, None) => x,
+        (None, y) => y,
+    }
+}
 
 /// One destination's delivery loop and its limits.
 pub struct Lane {
@@ -51,18 +64,29 @@ impl Worker {
         mapper: Arc<Mapper>,
         destinations: Vec<(Destination, Arc<dyn Connector>)>,
     ) -> Worker {
-        let mut gates: HashMap<String, Arc<Mutex<rate::Gate>>> = HashMap::new();
+        // Destinations sharing a rate key (one Trello token, one Google account) share one gate,
+        // at the strictest of their rates.
+        let key = |d: &Destination, c: &Arc<dyn Connector>| {
+            c.rate_key()
+                .unwrap_or_else(|| format!("destination:{}", d.name))
+        };
+        let mut rates: HashMap<String, Option<Rate>> = HashMap::new();
+        for (d, c) in &destinations {
+            let rate = d.effective_rate_limit();
+            let entry = rates.entry(key(d, c)).or_insert(rate);
+            if *entry != rate {
+                tracing::warn!(destination = %d.name, "destinations sharing a rate limit set different ones; the strictest applies");
+                *entry = strictest(*entry, rate);
+            }
+        }
+        let gates: HashMap<String, Arc<Mutex<rate::Gate>>> = rates
+            .into_iter()
+            .map(|(k, r)| (k, Arc::new(Mutex::new(rate::Gate::new(r)))))
+            .collect();
         let lanes = destinations
             .into_iter()
-            .map(|(destination, connector)| {
-                let key = connector
-                    .rate_key()
-                    .unwrap_or_else(|| format!("destination:{}", destination.name));
-                let rate = destination.effective_rate_limit();
-                let gate = gates
-                    .entry(key)
-                    .or_insert_with(|| Arc::new(Mutex::new(rate::Gate::new(rate))))
-                    .clone();
+            .filter_map(|(destination, connector)| {
+                let gate = gates.get(&key(&destination, &connector))?.clone();
                 let lane = Lane {
                     slots: Arc::new(Semaphore::new(destination.concurrency)),
                     gate,
@@ -70,7 +94,7 @@ impl Worker {
                     destination,
                     connector,
                 };
-                (lane.destination.name.clone(), Arc::new(lane))
+                Some((lane.destination.name.clone(), Arc::new(lane)))
             })
             .collect();
         let owner = format!(
@@ -129,7 +153,7 @@ impl Worker {
     /// Lease length: long enough for the slowest attempt, short enough that a crash is
     /// recovered from quickly.
     fn lease(lane: &Lane) -> Duration {
-        Duration::from_secs(60).max(lane.connector.timeout() * 2 + Duration::from_secs(10))
+        Duration::from_secs(60).max(lane.connector.timeout() * 2 + Duration::from_secs(15))
     }
 
     async fn lane_loop(self, lane: Arc<Lane>, mut shutdown: Shutdown) {
@@ -146,7 +170,11 @@ impl Worker {
                 _ = shutdown.wait() => return,
             };
             loop {
-                let wait = lane.gate.lock().await.wait(Instant::now());
+                let wait = lane
+                    .gate
+                    .lock()
+                    .await
+                    .wait(Instant::now(), lane.connector.calls_per_delivery());
                 if wait.is_zero() {
                     break;
                 }
@@ -175,7 +203,8 @@ impl Worker {
                 .map_or(true, |b| b.len() < lane.connector.max_batch());
             match claimed {
                 Ok(batch) if !batch.is_empty() => {
-                    lane.gate.lock().await.take(Instant::now());
+                    let cost = lane.connector.calls_per_delivery();
+                    lane.gate.lock().await.take(Instant::now(), cost);
                     let worker = self.clone();
                     let lane = lane.clone();
                     tokio::spawn(async move {
@@ -238,7 +267,20 @@ impl Worker {
             }
         }
         if !records.is_empty() {
-            let mut results = lane.connector.deliver(&records).await;
+            // The lease was sized from this bound: past it, another claim could start. The slack
+            // lets the connector's own, more precise time-out speak first.
+            let limit = lane.connector.timeout() + Duration::from_secs(5);
+            let mut results =
+                match tokio::time::timeout(limit, lane.connector.deliver(&records)).await {
+                    Ok(results) => results,
+                    Err(_) => vec![
+                        Attempt::new(Outcome::retry(format!(
+                            "timed out: no outcome within {}s",
+                            limit.as_secs()
+                        )));
+                        records.len()
+                    ],
+                };
             let duration_ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
             // A connector must answer once per record; a missing answer is a retry, not a loss.
             results.resize_with(records.len(), || {
@@ -277,6 +319,7 @@ impl Worker {
             fields,
             raw: c.body.clone(),
             state: c.state.clone(),
+            in_doubt_since: c.in_doubt_since,
         })
     }
 
@@ -329,6 +372,7 @@ impl Worker {
         );
         AttemptLog {
             delivery_id: c.delivery_id,
+            lease: c.lease,
             number,
             started_at,
             duration_ms,

@@ -37,12 +37,14 @@ impl Bucket {
         self.updated = now;
     }
 
-    fn wait(&mut self, now: Instant) -> Duration {
+    /// Until `cost` tokens are there (at most a full bucket, so a costly call can still go).
+    fn wait(&mut self, now: Instant, cost: f64) -> Duration {
         self.refill(now);
-        if self.tokens >= 1.0 {
+        let need = cost.min(self.capacity);
+        if self.tokens >= need {
             Duration::ZERO
         } else {
-            Duration::from_secs_f64((1.0 - self.tokens) / self.refill)
+            Duration::from_secs_f64((need - self.tokens) / self.refill)
         }
     }
 }
@@ -64,8 +66,8 @@ impl Gate {
         }
     }
 
-    /// How long until a call may go (zero if now).
-    pub fn wait(&mut self, now: Instant) -> Duration {
+    /// How long until a delivery costing `cost` calls may go (zero if now).
+    pub fn wait(&mut self, now: Instant, cost: u32) -> Duration {
         let paused = self
             .paused_until
             .map(|until| until.saturating_duration_since(now))
@@ -73,16 +75,16 @@ impl Gate {
         let bucket = self
             .bucket
             .as_mut()
-            .map(|b| b.wait(now))
+            .map(|b| b.wait(now, f64::from(cost)))
             .unwrap_or_default();
         paused.max(bucket)
     }
 
-    /// Spends one call (after `wait` said zero).
-    pub fn take(&mut self, now: Instant) {
+    /// Spends `cost` calls (after `wait` said zero).
+    pub fn take(&mut self, now: Instant, cost: u32) {
         if let Some(b) = &mut self.bucket {
             b.refill(now);
-            b.tokens -= 1.0;
+            b.tokens -= f64::from(cost);
         }
     }
 
@@ -110,15 +112,15 @@ mod tests {
         let mut g = Gate::new(Some(Rate::parse("3/s").unwrap()));
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert_eq!(g.wait(t0), Duration::ZERO);
-            g.take(t0);
+            assert_eq!(g.wait(t0, 1), Duration::ZERO);
+            g.take(t0, 1);
         }
-        let w = g.wait(t0);
+        let w = g.wait(t0, 1);
         assert!(
             w > Duration::from_millis(300) && w <= Duration::from_millis(334),
             "{w:?}"
         );
-        assert_eq!(g.wait(t0 + Duration::from_millis(334)), Duration::ZERO);
+        assert_eq!(g.wait(t0 + Duration::from_millis(334), 1), Duration::ZERO);
     }
 
     #[test]
@@ -131,12 +133,27 @@ mod tests {
         g.throttled(true, t0);
         g.throttled(true, t0);
         assert_eq!(
-            g.wait(t0),
+            g.wait(t0, 1),
             Duration::ZERO,
             "the run was broken by a success"
         );
         g.throttled(true, t0);
-        assert_eq!(g.wait(t0), PAUSE);
-        assert_eq!(g.wait(t0 + PAUSE), Duration::ZERO);
+        assert_eq!(g.wait(t0, 1), PAUSE);
+        assert_eq!(g.wait(t0 + PAUSE, 1), Duration::ZERO);
+    }
+
+    #[test]
+    fn a_costly_delivery_waits_for_all_its_calls() {
+        let mut g = Gate::new(Some(Rate::parse("10/s").unwrap()));
+        let t0 = Instant::now();
+        g.take(t0, 9);
+        // 1 token left; 3 needed: 200 ms.
+        let w = g.wait(t0, 3);
+        assert!(
+            w > Duration::from_millis(190) && w <= Duration::from_millis(201),
+            "{w:?}"
+        );
+        // More than a bucket holds still goes once the bucket is full.
+        assert_eq!(g.wait(t0 + Duration::from_secs(1), 25), Duration::ZERO);
     }
 }

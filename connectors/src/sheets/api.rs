@@ -201,25 +201,15 @@ impl Api {
                 .get(reqwest::header::RETRY_AFTER)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned);
-            let text = read_limited(response).await;
+            let text = crate::http::read_limited(response, BODY_LIMIT)
+                .await
+                .unwrap_or_default();
             if (200..300).contains(&status) {
                 return Ok(text);
             }
             return Err(classify(status, retry_after.as_deref(), &text, target));
         }
     }
-}
-
-/// Reads at most [`BODY_LIMIT`] bytes of an answer.
-async fn read_limited(mut response: reqwest::Response) -> String {
-    let mut buf = Vec::new();
-    while buf.len() < BODY_LIMIT {
-        match response.chunk().await {
-            Ok(Some(chunk)) => buf.extend_from_slice(&chunk),
-            _ => break,
-        }
-    }
-    String::from_utf8_lossy(&buf).into_owned()
 }
 
 /// What an error answer means: the shared status table, with Google's own message and what the

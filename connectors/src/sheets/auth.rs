@@ -119,7 +119,7 @@ fn parse_key(bytes: &[u8], path: &Path) -> Result<ServiceAccountKey, String> {
             path.display()
         ));
     }
-    if let Err(e) = super::config::require_safe_url(&key.token_uri) {
+    if let Err(e) = crate::http::require_safe_url(&key.token_uri) {
         return Err(format!("{}: token_uri {e}", path.display()));
     }
     Ok(key)

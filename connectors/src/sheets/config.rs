@@ -1,10 +1,8 @@
 //! The keys of a `google_sheets` destination, and the checks that need no network.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::path::PathBuf;
 
-use reqwest::Url;
 use serde::Deserialize;
 
 use super::layout::normalize;
@@ -85,7 +83,7 @@ impl SheetsConfig {
                 "a sheet needs at least one field (column)",
             ));
         }
-        if let Err(e) = require_safe_url(&self.api_base) {
+        if let Err(e) = crate::http::require_safe_url(&self.api_base) {
             issues.push(ConfigIssue::new("api_base", e));
         }
         if self.columns == Columns::Header {
@@ -119,38 +117,9 @@ impl SheetsConfig {
     }
 }
 
-/// Tokens and rows travel only over HTTPS; plain HTTP only to this machine (tests, a local proxy).
-pub(crate) fn require_safe_url(raw: &str) -> Result<(), String> {
-    let url = Url::parse(raw).map_err(|e| format!("not a valid URL: {e}"))?;
-    let loopback = match url.host() {
-        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
-        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
-        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
-        None => false,
-    };
-    match url.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
-        other => Err(format!(
-            "must use https (got {other}://; plain http is allowed to a loopback address only)"
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_https_or_loopback() {
-        assert!(require_safe_url("https://sheets.googleapis.com").is_ok());
-        assert!(require_safe_url("http://127.0.0.1:8080").is_ok());
-        assert!(require_safe_url("http://[::1]:8080/x").is_ok());
-        assert!(require_safe_url("http://localhost:1").is_ok());
-        assert!(require_safe_url("http://sheets.example.com").is_err());
-        assert!(require_safe_url("ftp://127.0.0.1").is_err());
-        assert!(require_safe_url("not a url").is_err());
-    }
 
     #[test]
     fn header_mode_refuses_fields_that_share_a_header() {

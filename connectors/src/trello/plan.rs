@@ -317,6 +317,7 @@ mod tests {
                 .collect(),
             raw: Arc::from(raw),
             state: None,
+            in_doubt_since: None,
         }
     }
 
