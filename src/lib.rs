@@ -13,6 +13,7 @@
 //! - [`worker`]: per-destination lanes that claim, map, deliver and record.
 //! - [`connect`]: a connector for each destination (from `hookfan-connectors`).
 //! - [`commands`]: what `hookfan check` and `hookfan preview` print.
+//! - [`tls`]: HTTPS served directly, from `[server.tls]`.
 //!
 //! [`run`] wires them: it takes its listener and a shutdown future, so tests bind port 0 and
 //! stop it cleanly.
@@ -26,6 +27,7 @@ pub mod payload;
 pub mod router;
 pub mod shutdown;
 pub mod store;
+pub mod tls;
 pub mod worker;
 
 use std::future::Future;
@@ -55,6 +57,8 @@ pub enum RunError {
     Client(#[from] reqwest::Error),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Opens the configured store and runs the relay until `shutdown` completes.
@@ -76,6 +80,10 @@ pub async fn run_with_store(
 ) -> Result<(), RunError> {
     let config = Arc::new(config);
     let mapper = Arc::new(Mapper::new(&config).map_err(RunError::Mapping)?);
+    let tls = match &config.server.tls {
+        Some(t) => Some(tls::server_config(t).map_err(RunError::Tls)?),
+        None => None,
+    };
     let client = hookfan_connectors::http::client()?;
     let mut lanes = Vec::new();
     for d in config.destinations.iter().filter(|d| d.enabled) {
@@ -102,8 +110,11 @@ pub async fn run_with_store(
         App::new().configure(move |cfg| ingress::routes(cfg, state))
     })
     .disable_signals()
-    .shutdown_timeout(5)
-    .listen(listener)?
+    .shutdown_timeout(5);
+    let server = match tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+        None => server.listen(listener)?,
+    }
     .run();
     let handle = server.handle();
     let server_task = tokio::spawn(server);

@@ -528,3 +528,55 @@ async fn a_declared_length_over_the_limit_is_refused_before_the_body() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_tls_serves_https() {
+    // A throwaway self-signed certificate, made by the openssl command.
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args([
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let config = format!("[server.tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n{CONFIG}");
+    let relay = Relay::start_tls(dir, &config).await;
+    let r = relay
+        .client
+        .post(relay.url("/hooks/open"))
+        .body(v2_with_id("tls-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    // Plain HTTP on the same port gets no answer worth the name.
+    let plain = relay.base.replace("https://", "http://");
+    let refused = reqwest::Client::new()
+        .get(format!("{plain}/healthz"))
+        .send()
+        .await;
+    assert!(refused.is_err() || !refused.unwrap().status().is_success());
+    relay.stop().await;
+}

@@ -77,13 +77,43 @@ impl Relay {
         Relay::ready(base, dir, tx, task).await
     }
 
+    /// Runs the relay serving HTTPS (`config` has a `[server.tls]`); the client trusts any
+    /// certificate, as the test's is self-signed.
+    pub async fn start_tls(dir: Arc<TempDir>, config: &str) -> Relay {
+        init();
+        let config = write_config(dir.path(), config);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!(
+            "https://localhost:{}",
+            listener.local_addr().unwrap().port()
+        );
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(hookfan::run(config, listener, async {
+            let _ = rx.await;
+        }));
+        let client = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        Relay::ready_with(client, base, dir, tx, task).await
+    }
+
     async fn ready(
         base: String,
         dir: Arc<TempDir>,
         stop: oneshot::Sender<()>,
         task: JoinHandle<Result<(), hookfan::RunError>>,
     ) -> Relay {
-        let client = reqwest::Client::new();
+        Relay::ready_with(reqwest::Client::new(), base, dir, stop, task).await
+    }
+
+    async fn ready_with(
+        client: reqwest::Client,
+        base: String,
+        dir: Arc<TempDir>,
+        stop: oneshot::Sender<()>,
+        task: JoinHandle<Result<(), hookfan::RunError>>,
+    ) -> Relay {
         for _ in 0..200 {
             if client.get(format!("{base}/healthz")).send().await.is_ok() {
                 return Relay {
