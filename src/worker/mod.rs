@@ -260,9 +260,9 @@ impl Worker {
                     sent.push(c);
                 }
                 // A mapping that cannot render will not render next time either.
-                Err(reason) => {
-                    let attempt = Attempt::new(Outcome::failed(reason));
-                    logs.push(self.log(destination, &c, attempt, started_at, 0));
+                Err((detail, summary)) => {
+                    let attempt = Attempt::new(Outcome::failed(detail));
+                    logs.push(self.log(destination, &c, attempt, Some(summary), started_at, 0));
                 }
             }
         }
@@ -291,7 +291,14 @@ impl Worker {
             let throttled = results.iter().any(|a| a.status == Some(429));
             lane.gate.lock().await.throttled(throttled, Instant::now());
             for (c, attempt) in sent.iter().zip(results) {
-                logs.push(self.log(destination, c, attempt, started_at, duration_ms));
+                // Only our own words about a request that got no answer (time-outs, refused
+                // connections) go to the log: a destination's message, or a value that failed
+                // to convert, may quote participant data. The delivery log keeps the whole reason.
+                let logged = match (&attempt.outcome, attempt.status) {
+                    (Outcome::Retry { reason, .. }, None) => Some(reason.clone()),
+                    _ => None,
+                };
+                logs.push(self.log(destination, c, attempt, logged, started_at, duration_ms));
             }
         }
         if let Err(e) = self.store.record(logs).await {
@@ -300,17 +307,23 @@ impl Worker {
         }
     }
 
-    fn map(&self, destination: &Destination, c: &Claimed) -> Result<Record, String> {
-        let doc: serde_json::Value = serde_json::from_str(&c.body)
-            .map_err(|e| format!("stored notification is not JSON: {e}"))?;
+    /// The record for one claimed delivery; on failure, the whole reason (for the delivery log)
+    /// and one without any value (for the log).
+    fn map(&self, destination: &Destination, c: &Claimed) -> Result<Record, (String, String)> {
+        let doc: serde_json::Value = serde_json::from_str(&c.body).map_err(|e| {
+            let reason = format!("stored notification is not JSON: {e}");
+            (reason.clone(), reason)
+        })?;
         let received_at = jiff::Timestamp::from_millisecond(c.received_at)
             .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
             .unwrap_or_default();
         let ctx = Mapper::context(&doc, &received_at);
-        let fields = self
-            .mapper
-            .fields(destination, &ctx)
-            .map_err(|e| format!("mapping failed: {e}"))?;
+        let fields = self.mapper.fields(destination, &ctx).map_err(|e| {
+            (
+                format!("mapping failed: {e}"),
+                format!("mapping failed: field {:?}", e.field),
+            )
+        })?;
         Ok(Record {
             delivery_id: c.delivery_id,
             notification_id: c.notification_id,
@@ -329,6 +342,7 @@ impl Worker {
         destination: &Destination,
         c: &Claimed,
         attempt: Attempt,
+        logged_reason: Option<String>,
         started_at: i64,
         duration_ms: i64,
     ) -> AttemptLog {
@@ -367,7 +381,7 @@ impl Worker {
             outcome,
             status = attempt.status,
             duration_ms,
-            reason = error.as_deref(),
+            reason = logged_reason.as_deref(),
             "attempt"
         );
         AttemptLog {

@@ -80,8 +80,17 @@ headers = {{ Authorization = "Bearer crm-secret-token" }}
 
 [destinations.crm.fields]
 email = "{{{{ participant.email }}}}"
+
+# A mapping that fails on a participant's value: the value must stay out of the logs.
+[destinations.broken]
+type = "webhook"
+url = "{}"
+
+[destinations.broken.fields]
+born = "{{{{ participant.email | date }}}}"
 "#,
-        crm.url("/in")
+        crm.url("/in"),
+        crm.url("/broken")
     );
     std::fs::write(dir.path().join("hookfan.toml"), config).unwrap();
     let base = format!("http://127.0.0.1:{port}");
@@ -125,7 +134,7 @@ email = "{{{{ participant.email }}}}"
     let attempts: Vec<serde_json::Value> = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|l| l["message"] == "attempt")
+        .filter(|l| l["message"] == "attempt" && l["destination"] == "crm")
         .collect();
     assert_eq!(attempts.len(), 2, "{logs}");
     for (line, outcome, status) in [
