@@ -550,6 +550,11 @@ impl Validator<'_> {
                 None => format!("sqlite://{}", resolved.display()),
             }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            // Caught here rather than at `serve`, so `check` never calls valid what cannot run.
+            self.problem(
+                &path.key("url"),
+                "PostgreSQL storage is not built yet: use \"sqlite://FILE\"",
+            );
             url
         } else {
             self.problem(
