@@ -440,3 +440,77 @@ async fn stopping_refuses_new_work_and_lets_attempts_in_flight_finish() {
     );
     assert_eq!(crm.received().len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routing_is_fixed_at_accept_but_the_mapping_applies_at_delivery() {
+    let crm = FakeCrm::start().await;
+    crm.set_default(Reply::status(503));
+    let first = format!(
+        "{}\n[destinations.crm.fields]\nversion = \"one\"\n",
+        "[destinations.crm]\ntype = \"webhook\"\nurl = \"URL\"\nwhen = 'participation.state == \"COMPLETED\"'"
+    )
+    .replace("URL", &crm.url("/crm"));
+    let relay = Relay::start(&config(&first)).await;
+    post(&relay, v2_with_id("remap-1")).await;
+    crm.wait_for(1, WAIT).await;
+    let dir = relay.dir.clone();
+    relay.stop().await;
+
+    // The mapping is fixed, `when` no longer matches it, and a new destination appears.
+    let second = format!(
+        "[destinations.crm]\ntype = \"webhook\"\nurl = \"{}\"\nwhen = 'participation.state == \"STARTED\"'\n[destinations.crm.fields]\nversion = \"two\"\n\n{}",
+        crm.url("/crm"),
+        webhook("newcomer", &crm.url("/newcomer"), "")
+    );
+    crm.set_default(Reply::status(200));
+    let relay = Relay::start_in(dir, &config(&second)).await;
+    let got = crm.wait_for(2, WAIT).await;
+    assert_eq!(
+        got[1].path, "/crm",
+        "what was routed at accept is still delivered"
+    );
+    assert_eq!(
+        got[1].json(),
+        serde_json::json!({"version": "two"}),
+        "with today's mapping"
+    );
+    // Old work is never sent to a destination added later.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(crm.received().iter().all(|r| r.path != "/newcomer"));
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_still_running_after_the_drain_is_released_for_the_next_start() {
+    let crm = FakeCrm::start().await;
+    crm.set_default(Reply::status(200).delay(Duration::from_secs(30)));
+    let relay = Relay::start(&config(&webhook(
+        "crm",
+        &crm.url("/in"),
+        "timeout = \"60s\"",
+    )))
+    .await;
+    post(&relay, v2_with_id("drain-cap-1")).await;
+    crm.wait_for(1, WAIT).await;
+    let (db, _keep) = (relay.db(), relay.dir.clone());
+    let started = Instant::now();
+    relay.stop().await;
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(10) && took < Duration::from_secs(15),
+        "stopped in {took:?}"
+    );
+
+    // Not recorded, not leased: the next start claims it at once, knowing it is in doubt.
+    use sqlx::Connection as _;
+    let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let (status, attempts, owner, in_doubt): (String, i64, Option<String>, Option<i64>) =
+        sqlx::query_as("SELECT status, attempts, lease_owner, claimed_at FROM deliveries")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+    assert_eq!((status.as_str(), attempts, owner), ("pending", 0, None));
+    assert!(in_doubt.is_some(), "the unrecorded claim is remembered");
+}

@@ -660,3 +660,58 @@ async fn check_online_names_the_list_and_its_board() {
         assert!(!r.query.contains(KEY), "{r:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_died_after_creating_the_card_does_not_cause_a_second() {
+    crate::support::init();
+    let trello = FakeTrello::start().await;
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let store = SqliteStore::open(&dir.path().join("hookfan.db"))
+        .await
+        .unwrap();
+    let body = v2_with_id("in-doubt-1");
+    store
+        .accept(hookfan::store::Incoming {
+            source: "qualifio".into(),
+            participation_id: "in-doubt-1".into(),
+            format: "v2",
+            body_sha256: "test".into(),
+            body,
+            received_at: hookfan::store::now_ms(),
+            destinations: vec!["winners".into()],
+        })
+        .await
+        .unwrap();
+    // A worker claims it, makes the card, and dies before recording anything.
+    let claimed = store
+        .claim_due("winners", 1, "killed-worker", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    let made = reqwest::Client::new()
+        .post(format!("{}/1/cards", trello.base))
+        .header("Authorization", expected_authorization())
+        .json(&json!({"idList": LIST, "name": "Amélie Dupont-Nguyễn", "desc": "in-doubt-1"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(made.status().is_success());
+
+    let extra = "desc = \"{{ participation.id }}\"";
+    let relay = Relay::start_in(dir, &config(&trello, extra)).await;
+    let rows = wait_deliveries(
+        &store,
+        for_destination("winners"),
+        Status::Delivered,
+        1,
+        WAIT,
+    )
+    .await;
+    assert_eq!(rows[0].attempts, 1);
+    assert_eq!(trello.cards().len(), 1, "the new worker made a second card");
+    // It looked before it made anything.
+    let seen = calls(&trello);
+    assert_eq!(count(&seen, "POST", "/1/cards"), 1);
+    assert_eq!(count(&seen, "GET", &format!("/1/lists/{LIST}/cards")), 1);
+    relay.stop().await;
+}
