@@ -12,5 +12,6 @@ mod mapping;
 mod props;
 mod restart;
 mod sheets;
+mod store;
 mod support;
 mod trello;

@@ -1,0 +1,161 @@
+//! The SQLite store on its own, on a real file: what a lease protects, what a purge removes.
+
+use std::time::Duration;
+
+use hookfan::store::{
+    Accepted, AttemptLog, Filter, Incoming, Next, SqliteStore, Status, Store, now_ms,
+};
+
+async fn store() -> (tempfile::TempDir, SqliteStore) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("hookfan.db"))
+        .await
+        .unwrap();
+    (dir, store)
+}
+
+fn incoming(id: &str, destinations: &[&str]) -> Incoming {
+    Incoming {
+        source: "qualifio".into(),
+        participation_id: id.into(),
+        format: "v2",
+        body_sha256: format!("sha-{id}"),
+        body: format!("{{\"id\":\"{id}\"}}"),
+        received_at: now_ms(),
+        destinations: destinations.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+fn delivered(delivery_id: i64, lease: i64) -> AttemptLog {
+    AttemptLog {
+        delivery_id,
+        lease,
+        number: 1,
+        started_at: now_ms(),
+        duration_ms: 5,
+        outcome: "delivered",
+        status_code: Some(200),
+        error: None,
+        response: None,
+        state: None,
+        next: Next::Delivered,
+    }
+}
+
+#[tokio::test]
+async fn an_attempt_that_outlived_its_lease_does_not_overwrite_the_next_one() {
+    let (_dir, store) = store().await;
+    store.accept(incoming("p1", &["crm"])).await.unwrap();
+    let slow = store
+        .claim_due("crm", 1, "worker-a", Duration::from_millis(50))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    // The lease ran out: another worker takes the delivery over.
+    let fresh = store
+        .claim_due("crm", 1, "worker-b", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(fresh.len(), 1);
+    assert_ne!(slow[0].lease, fresh[0].lease);
+    assert!(
+        fresh[0].in_doubt_since.is_some(),
+        "the first claim was never recorded"
+    );
+
+    // The slow attempt ends and records: its row is kept, but the delivery is not its to move.
+    store
+        .record(vec![delivered(slow[0].delivery_id, slow[0].lease)])
+        .await
+        .unwrap();
+    let (row, attempts) = store.show(slow[0].delivery_id).await.unwrap().unwrap();
+    assert_eq!((row.status.as_str(), attempts.len()), ("pending", 1));
+    assert!(
+        store
+            .claim_due("crm", 1, "worker-c", Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_empty(),
+        "still leased to worker-b"
+    );
+
+    store
+        .record(vec![delivered(fresh[0].delivery_id, fresh[0].lease)])
+        .await
+        .unwrap();
+    let (row, _) = store.show(fresh[0].delivery_id).await.unwrap().unwrap();
+    assert_eq!(row.status, "delivered");
+}
+
+#[tokio::test]
+async fn accept_is_one_transaction_and_duplicates_add_nothing() {
+    let (_dir, store) = store().await;
+    let first = store
+        .accept(incoming("p1", &["a", "b", "c"]))
+        .await
+        .unwrap();
+    let Accepted::New {
+        notification,
+        deliveries,
+    } = first
+    else {
+        panic!("{first:?}")
+    };
+    assert_eq!(deliveries, 3);
+    assert_eq!(
+        store
+            .accept(incoming("p1", &["a", "b", "c"]))
+            .await
+            .unwrap(),
+        Accepted::Duplicate { notification }
+    );
+    assert_eq!(store.list(&Filter::default()).await.unwrap().len(), 3);
+    // Many at once share commits and each gets its own answer.
+    let many = futures_util::future::join_all(
+        (0..50).map(|i| store.accept(incoming(&format!("m{i}"), &["a"]))),
+    )
+    .await;
+    assert!(
+        many.iter()
+            .all(|r| matches!(r, Ok(Accepted::New { deliveries: 1, .. })))
+    );
+    assert_eq!(
+        store
+            .list(&Filter {
+                limit: 1000,
+                ..Filter::default()
+            })
+            .await
+            .unwrap()
+            .len(),
+        53
+    );
+}
+
+#[tokio::test]
+async fn purge_removes_finished_work_only() {
+    let (_dir, store) = store().await;
+    store.accept(incoming("done", &["crm"])).await.unwrap();
+    store.accept(incoming("waiting", &["slow"])).await.unwrap();
+    let c = store
+        .claim_due("crm", 1, "w", Duration::from_secs(60))
+        .await
+        .unwrap();
+    store
+        .record(vec![delivered(c[0].delivery_id, c[0].lease)])
+        .await
+        .unwrap();
+
+    assert_eq!(
+        store.purge(now_ms() - 60_000).await.unwrap(),
+        0,
+        "nothing is old enough yet"
+    );
+    assert_eq!(store.purge(now_ms() + 1).await.unwrap(), 1);
+    let left = store.list(&Filter::default()).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(
+        (left[0].participation_id.as_str(), left[0].status.as_str()),
+        ("waiting", Status::Pending.as_str())
+    );
+}
