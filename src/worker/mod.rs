@@ -399,3 +399,18 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_gates_take_the_strictest_rate() {
+        let r = |t: &str| Some(Rate::parse(t).unwrap());
+        assert_eq!(strictest(r("90/10s"), r("30/10s")), r("30/10s"));
+        assert_eq!(strictest(r("50/min"), r("1/s")), r("50/min"));
+        assert_eq!(strictest(None, r("1/s")), r("1/s"));
+        assert_eq!(strictest(r("1/s"), None), r("1/s"));
+        assert_eq!(strictest(None, None), None);
+    }
+}
