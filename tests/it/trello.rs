@@ -78,18 +78,6 @@ fn custom_fields() -> String {
     )
 }
 
-async fn post(relay: &Relay, body: String) {
-    let r = relay
-        .client
-        .post(relay.url("/hooks/qualifio"))
-        .header("content-type", "application/json")
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202, "{}", r.text().await.unwrap());
-}
-
 /// Every request the fake saw carried the credentials in the header and nowhere else, and the
 /// delivery log does not hold them either.
 async fn assert_secrets_only_in_the_header(
@@ -149,7 +137,7 @@ labels = ["6a00000000000000000000c1", "6a00000000000000000000c2"]
 members = ["6a00000000000000000000d1"]
 "#;
     let relay = Relay::start(&config(&trello, extra)).await;
-    post(&relay, v2_with_id("card-1")).await;
+    relay.accept(v2_with_id("card-1")).await;
 
     let store = relay.store().await;
     let rows = wait_deliveries(
@@ -200,7 +188,7 @@ members = ["6a00000000000000000000d1"]
 async fn custom_fields_of_each_type_are_set() {
     let trello = FakeTrello::start().await;
     let relay = Relay::start(&config(&trello, &custom_fields())).await;
-    post(&relay, v2_with_id("fields-1")).await;
+    relay.accept(v2_with_id("fields-1")).await;
 
     let store = relay.store().await;
     wait_deliveries(
@@ -252,7 +240,7 @@ async fn custom_fields_of_each_type_are_set() {
 async fn files_of_a_v2_upload_are_attached_by_url() {
     let trello = FakeTrello::start().await;
     let relay = Relay::start(&config(&trello, "attach_files = true")).await;
-    post(&relay, fixture("participation-v2.json")).await;
+    relay.accept(fixture("participation-v2.json")).await;
 
     let store = relay.store().await;
     let rows = wait_deliveries(
@@ -298,7 +286,7 @@ async fn a_failure_after_the_card_repeats_only_the_missing_steps() {
     );
     let extra = format!("attach_files = true\n{}", custom_fields());
     let relay = Relay::start(&config(&trello, &extra)).await;
-    post(&relay, v2_with_id("resume-1")).await;
+    relay.accept(v2_with_id("resume-1")).await;
 
     let store = relay.store().await;
     let rows = wait_deliveries(
@@ -368,7 +356,7 @@ async fn an_unanswered_creation_finds_its_card_instead_of_making_another() {
     // The participation id in the description tells cards of one participant apart.
     let extra = format!("desc = \"{{{{ participation.id }}}}\"\n{}", custom_fields());
     let relay = Relay::start(&config(&trello, &extra)).await;
-    post(&relay, v2_with_id("unanswered-1")).await;
+    relay.accept(v2_with_id("unanswered-1")).await;
 
     let store = relay.store().await;
     wait_deliveries(
@@ -389,7 +377,7 @@ async fn an_unanswered_creation_finds_its_card_instead_of_making_another() {
     // The same participant again, and a 503 that made nothing: the look finds only the first
     // participation's card, which is not this one, so a card is made.
     trello.fail_once("POST", "/1/cards", Reply::status(503));
-    post(&relay, v2_with_id("unanswered-2")).await;
+    relay.accept(v2_with_id("unanswered-2")).await;
     wait_deliveries(
         &store,
         for_destination("winners"),
@@ -422,7 +410,7 @@ async fn a_429_is_retried_after_the_time_trello_asks() {
             .body("{\"message\":\"API_TOKEN_LIMIT_EXCEEDED\"}"),
     );
     let relay = Relay::start(&config(&trello, "")).await;
-    post(&relay, v2_with_id("slow-down-1")).await;
+    relay.accept(v2_with_id("slow-down-1")).await;
 
     let store = relay.store().await;
     let rows = wait_deliveries(
@@ -459,7 +447,7 @@ async fn a_bad_token_and_a_missing_list_are_dead_with_their_reason() {
         destination("no_list", &trello, KEY, TOKEN, missing_list, ""),
     );
     let relay = Relay::start(&cfg).await;
-    post(&relay, v2_with_id("refused-1")).await;
+    relay.accept(v2_with_id("refused-1")).await;
 
     let store = relay.store().await;
     let rows = wait_deliveries(&store, for_destination("bad_token"), Status::Dead, 1, WAIT).await;
@@ -495,7 +483,7 @@ async fn a_400_is_dead_with_trellos_text() {
         Reply::status(400).body("invalid value for idLabels"),
     );
     let relay = Relay::start(&config(&trello, "")).await;
-    post(&relay, v2_with_id("bad-request-1")).await;
+    relay.accept(v2_with_id("bad-request-1")).await;
 
     let store = relay.store().await;
     let rows = wait_deliveries(&store, for_destination("winners"), Status::Dead, 1, WAIT).await;
@@ -511,7 +499,7 @@ async fn a_400_is_dead_with_trellos_text() {
 async fn a_due_that_is_no_date_is_dead_before_any_card() {
     let trello = FakeTrello::start().await;
     let relay = Relay::start(&config(&trello, "due = \"{{ participant.email }}\"")).await;
-    post(&relay, v2_with_id("bad-due-1")).await;
+    relay.accept(v2_with_id("bad-due-1")).await;
 
     let store = relay.store().await;
     let rows = wait_deliveries(&store, for_destination("winners"), Status::Dead, 1, WAIT).await;

@@ -9,6 +9,8 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+pub use super::Received;
+
 /// One scripted answer.
 #[derive(Debug, Clone)]
 pub struct Reply {
@@ -42,29 +44,6 @@ impl Reply {
     pub fn delay(mut self, delay: Duration) -> Reply {
         self.delay = delay;
         self
-    }
-}
-
-/// A request the fake received.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub at: Instant,
-    pub method: String,
-    pub path: String,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Received {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.body).expect("the fake received JSON")
     }
 }
 
@@ -159,17 +138,7 @@ async fn answer(
 ) -> HttpResponse {
     let reply = {
         let mut s = state.lock().unwrap();
-        s.received.push(Received {
-            at: Instant::now(),
-            method: req.method().to_string(),
-            path: req.path().to_string(),
-            headers: req
-                .headers()
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string()))
-                .collect(),
-            body: String::from_utf8_lossy(&body).into_owned(),
-        });
+        s.received.push(Received::new(&req, &body));
         let default = s.default.clone();
         s.script.pop_front().unwrap_or(default)
     };

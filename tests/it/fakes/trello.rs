@@ -7,8 +7,8 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use tokio::time::Instant;
 
+use crate::fakes::Received;
 use crate::fakes::crm::Reply;
 
 pub const KEY: &str = "fakekey0123456789abcdef0123456789";
@@ -28,26 +28,6 @@ pub struct Card {
     pub custom_fields: BTreeMap<String, Value>,
     /// The bodies of the attachment `POST`s.
     pub attachments: Vec<Value>,
-}
-
-/// A request the fake received.
-#[derive(Debug, Clone)]
-pub struct Received {
-    pub at: Instant,
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub headers: Vec<(String, String)>,
-    pub body: String,
-}
-
-impl Received {
-    pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
 }
 
 /// An answer for the next request with this method whose path contains `path`.
@@ -134,18 +114,7 @@ pub fn expected_authorization() -> String {
 }
 
 async fn answer(req: HttpRequest, body: web::Bytes, state: Arc<Mutex<State>>) -> HttpResponse {
-    let received = Received {
-        at: Instant::now(),
-        method: req.method().to_string(),
-        path: req.path().to_string(),
-        query: req.query_string().to_string(),
-        headers: req
-            .headers()
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string()))
-            .collect(),
-        body: String::from_utf8_lossy(&body).into_owned(),
-    };
+    let received = Received::new(&req, &body);
     let (status, reply) = {
         let mut s = state.lock().unwrap();
         s.received.push(received.clone());
