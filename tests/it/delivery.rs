@@ -112,10 +112,7 @@ async fn a_crm_that_fails_twice_gets_it_on_the_third_attempt() {
     let rows = wait_deliveries(&store, for_destination("crm"), Status::Delivered, 1, WAIT).await;
     assert_eq!(rows[0].attempts, 3);
     let (_, attempts) = store.show(rows[0].id).await.unwrap().unwrap();
-    let summary: Vec<_> = attempts
-        .iter()
-        .map(|a| (a.number, a.outcome.as_str(), a.status_code))
-        .collect();
+    let summary = crate::support::attempt_summary(&store, rows[0].id).await;
     assert_eq!(
         summary,
         [

@@ -356,10 +356,7 @@ async fn throttled_then_failing_then_appended_with_retry_after_honoured() {
 
     let (store, rows) = delivered(&relay, 1).await;
     let (_, attempts) = store.show(rows[0].id).await.unwrap().unwrap();
-    let summary: Vec<_> = attempts
-        .iter()
-        .map(|a| (a.number, a.outcome.as_str(), a.status_code))
-        .collect();
+    let summary = crate::support::attempt_summary(&store, rows[0].id).await;
     assert_eq!(
         summary,
         [

@@ -202,3 +202,21 @@ pub fn for_destination(name: &str) -> Filter {
         ..Filter::default()
     }
 }
+
+/// Each attempt of a delivery, oldest first, as (number, outcome, HTTP status).
+pub async fn attempt_summary(
+    store: &dyn Store,
+    delivery: i64,
+) -> Vec<(u32, &'static str, Option<u16>)> {
+    let (_, attempts) = store.show(delivery).await.unwrap().unwrap();
+    let outcome = |o: &str| match o {
+        "delivered" => "delivered",
+        "retry" => "retry",
+        "failed" => "failed",
+        other => panic!("unknown outcome {other:?}"),
+    };
+    attempts
+        .into_iter()
+        .map(|a| (a.number, outcome(&a.outcome), a.status_code))
+        .collect()
+}

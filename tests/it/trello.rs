@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hookfan::store::{SqliteStore, Status, Store};
+use hookfan::store::{DeliveryRow, SqliteStore, Status, Store};
 use serde_json::{Value, json};
 
 use crate::fakes::crm::Reply;
@@ -80,6 +80,11 @@ fn custom_fields() -> String {
 
 /// Every request the fake saw carried the credentials in the header and nowhere else, and the
 /// delivery log does not hold them either.
+/// Waits until the `winners` destination has `count` deliveries, all in `status`.
+async fn winners(store: &SqliteStore, status: Status, count: usize) -> Vec<DeliveryRow> {
+    wait_deliveries(store, for_destination("winners"), status, count, WAIT).await
+}
+
 async fn assert_secrets_only_in_the_header(
     trello: &FakeTrello,
     store: &SqliteStore,
@@ -140,14 +145,7 @@ members = ["6a00000000000000000000d1"]
     relay.accept(v2_with_id("card-1")).await;
 
     let store = relay.store().await;
-    let rows = wait_deliveries(
-        &store,
-        for_destination("winners"),
-        Status::Delivered,
-        1,
-        WAIT,
-    )
-    .await;
+    let rows = winners(&store, Status::Delivered, 1).await;
     let cards = trello.cards();
     assert_eq!(cards.len(), 1);
     assert_eq!(
@@ -191,14 +189,7 @@ async fn custom_fields_of_each_type_are_set() {
     relay.accept(v2_with_id("fields-1")).await;
 
     let store = relay.store().await;
-    wait_deliveries(
-        &store,
-        for_destination("winners"),
-        Status::Delivered,
-        1,
-        WAIT,
-    )
-    .await;
+    winners(&store, Status::Delivered, 1).await;
     let cards = trello.cards();
     assert_eq!(cards.len(), 1);
     let set: Vec<(&str, &Value)> = cards[0]
@@ -243,14 +234,7 @@ async fn files_of_a_v2_upload_are_attached_by_url() {
     relay.accept(fixture("participation-v2.json")).await;
 
     let store = relay.store().await;
-    let rows = wait_deliveries(
-        &store,
-        for_destination("winners"),
-        Status::Delivered,
-        1,
-        WAIT,
-    )
-    .await;
+    let rows = winners(&store, Status::Delivered, 1).await;
     let cards = trello.cards();
     assert_eq!(cards.len(), 1);
     assert_eq!(
@@ -289,14 +273,7 @@ async fn a_failure_after_the_card_repeats_only_the_missing_steps() {
     relay.accept(v2_with_id("resume-1")).await;
 
     let store = relay.store().await;
-    let rows = wait_deliveries(
-        &store,
-        for_destination("winners"),
-        Status::Delivered,
-        1,
-        WAIT,
-    )
-    .await;
+    let rows = winners(&store, Status::Delivered, 1).await;
     let cards = trello.cards();
     assert_eq!(cards.len(), 1, "a retry made a second card");
     assert_eq!(cards[0].custom_fields.len(), 5);
@@ -323,10 +300,7 @@ async fn a_failure_after_the_card_repeats_only_the_missing_steps() {
     );
 
     let (_, attempts) = store.show(rows[0].id).await.unwrap().unwrap();
-    let summary: Vec<_> = attempts
-        .iter()
-        .map(|a| (a.number, a.outcome.as_str(), a.status_code))
-        .collect();
+    let summary = crate::support::attempt_summary(&store, rows[0].id).await;
     assert_eq!(
         summary,
         [(1, "retry", Some(500)), (2, "delivered", Some(200))]
@@ -359,14 +333,7 @@ async fn an_unanswered_creation_finds_its_card_instead_of_making_another() {
     relay.accept(v2_with_id("unanswered-1")).await;
 
     let store = relay.store().await;
-    wait_deliveries(
-        &store,
-        for_destination("winners"),
-        Status::Delivered,
-        1,
-        WAIT,
-    )
-    .await;
+    winners(&store, Status::Delivered, 1).await;
     let cards = trello.cards();
     assert_eq!(cards.len(), 1, "the retry made a second card");
     assert_eq!(cards[0].custom_fields.len(), 5);
@@ -378,14 +345,7 @@ async fn an_unanswered_creation_finds_its_card_instead_of_making_another() {
     // participation's card, which is not this one, so a card is made.
     trello.fail_once("POST", "/1/cards", Reply::status(503));
     relay.accept(v2_with_id("unanswered-2")).await;
-    wait_deliveries(
-        &store,
-        for_destination("winners"),
-        Status::Delivered,
-        2,
-        WAIT,
-    )
-    .await;
+    winners(&store, Status::Delivered, 2).await;
     let cards = trello.cards();
     assert_eq!(cards.len(), 2, "one card per participation");
     assert_eq!(cards[1].body["desc"], "unanswered-2");
@@ -413,14 +373,7 @@ async fn a_429_is_retried_after_the_time_trello_asks() {
     relay.accept(v2_with_id("slow-down-1")).await;
 
     let store = relay.store().await;
-    let rows = wait_deliveries(
-        &store,
-        for_destination("winners"),
-        Status::Delivered,
-        1,
-        WAIT,
-    )
-    .await;
+    let rows = winners(&store, Status::Delivered, 1).await;
     assert_eq!(trello.cards().len(), 1);
     let got = trello.received();
     assert_eq!(got.len(), 2, "a 429 proves no card was made: no look-up");
@@ -486,7 +439,7 @@ async fn a_400_is_dead_with_trellos_text() {
     relay.accept(v2_with_id("bad-request-1")).await;
 
     let store = relay.store().await;
-    let rows = wait_deliveries(&store, for_destination("winners"), Status::Dead, 1, WAIT).await;
+    let rows = winners(&store, Status::Dead, 1).await;
     assert_eq!(
         rows[0].last_error.as_deref(),
         Some("HTTP 400 from Trello while creating the card: invalid value for idLabels")
@@ -502,7 +455,7 @@ async fn a_due_that_is_no_date_is_dead_before_any_card() {
     relay.accept(v2_with_id("bad-due-1")).await;
 
     let store = relay.store().await;
-    let rows = wait_deliveries(&store, for_destination("winners"), Status::Dead, 1, WAIT).await;
+    let rows = winners(&store, Status::Dead, 1).await;
     let error = rows[0].last_error.clone().unwrap_or_default();
     assert!(
         error.starts_with("due: cannot read \"amelie.dupont@example.org\" as a date"),
@@ -687,14 +640,7 @@ async fn a_worker_that_died_after_creating_the_card_does_not_cause_a_second() {
 
     let extra = "desc = \"{{ participation.id }}\"";
     let relay = Relay::start_in(dir, &config(&trello, extra)).await;
-    let rows = wait_deliveries(
-        &store,
-        for_destination("winners"),
-        Status::Delivered,
-        1,
-        WAIT,
-    )
-    .await;
+    let rows = winners(&store, Status::Delivered, 1).await;
     assert_eq!(rows[0].attempts, 1);
     assert_eq!(trello.cards().len(), 1, "the new worker made a second card");
     // It looked before it made anything.
