@@ -6,12 +6,14 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
-use hookfan::store::{Incoming, SqliteStore, Status, Store, now_ms};
+use hookfan::store::{SqliteStore, Status, Store, now_ms};
 use sha2::Sha256;
 use tokio::time::Instant;
 
 use crate::fakes::crm::{FakeCrm, Reply};
-use crate::support::{Relay, fixture, for_destination, v2_with_id, wait_deliveries};
+use crate::support::{
+    Relay, fixture, for_destination, incoming, leave_a_dead_claim, v2_with_id, wait_deliveries,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -347,25 +349,11 @@ async fn a_lease_left_by_a_killed_worker_is_taken_over() {
     let store = SqliteStore::open(&dir.path().join("hookfan.db"))
         .await
         .unwrap();
-    let body = fixture("participation-v1.json");
     store
-        .accept(Incoming {
-            source: "qualifio".into(),
-            participation_id: "5BA43A1F-2714-4833-8497-6973867E6D7C".into(),
-            format: "v1",
-            body_sha256: "test".into(),
-            body,
-            received_at: now_ms(),
-            destinations: vec!["crm".into()],
-        })
+        .accept(incoming(fixture("participation-v1.json"), &["crm"]))
         .await
         .unwrap();
-    // A worker claims it, then dies without recording anything.
-    let claimed = store
-        .claim_due("crm", 10, "killed-worker", Duration::from_secs(1))
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 1);
+    leave_a_dead_claim(&store, "crm").await;
     assert!(
         store
             .claim_due("crm", 10, "someone-else", Duration::from_secs(1))

@@ -15,15 +15,7 @@ async fn store() -> (tempfile::TempDir, SqliteStore) {
 }
 
 fn incoming(id: &str, destinations: &[&str]) -> Incoming {
-    Incoming {
-        source: "qualifio".into(),
-        participation_id: id.into(),
-        format: "v2",
-        body_sha256: format!("sha-{id}"),
-        body: format!("{{\"id\":\"{id}\"}}"),
-        received_at: now_ms(),
-        destinations: destinations.iter().map(|d| d.to_string()).collect(),
-    }
+    crate::support::incoming(format!("{{\"id\":\"{id}\"}}"), destinations)
 }
 
 fn delivered(delivery_id: i64, lease: i64) -> AttemptLog {

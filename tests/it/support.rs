@@ -5,7 +5,8 @@ use std::sync::{Arc, Once};
 use std::time::Duration;
 
 use hookfan::config::Config;
-use hookfan::store::{DeliveryRow, Filter, SqliteStore, Status, Store};
+use hookfan::store::{DeliveryRow, Filter, Incoming, SqliteStore, Status, Store, now_ms};
+use sha2::Digest as _;
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -219,4 +220,33 @@ pub async fn attempt_summary(
         .into_iter()
         .map(|a| (a.number, outcome(&a.outcome), a.status_code))
         .collect()
+}
+
+/// A notification as the ingress hands it to the store: from source `qualifio`, routed to
+/// `destinations`, identified and hashed from `body`.
+pub fn incoming(body: String, destinations: &[&str]) -> Incoming {
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let sha: String = sha2::Sha256::digest(body.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Incoming {
+        source: "qualifio".into(),
+        participation_id: doc["id"].as_str().unwrap().into(),
+        format: hookfan::payload::Format::detect(&doc).as_str(),
+        body_sha256: sha,
+        body,
+        received_at: now_ms(),
+        destinations: destinations.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+/// A worker claims the due delivery of `destination` for a 1 s lease, then dies without
+/// recording anything.
+pub async fn leave_a_dead_claim(store: &dyn Store, destination: &str) {
+    let claimed = store
+        .claim_due(destination, 10, "killed-worker", Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
 }

@@ -11,7 +11,10 @@ use crate::fakes::crm::Reply;
 use crate::fakes::trello::{
     BOARD_NAME, FakeTrello, KEY, LIST, LIST_NAME, TOKEN, expected_authorization,
 };
-use crate::support::{Relay, fixture, for_destination, v2_with_id, wait_deliveries, write_config};
+use crate::support::{
+    Relay, fixture, for_destination, incoming, leave_a_dead_claim, v2_with_id, wait_deliveries,
+    write_config,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -610,25 +613,12 @@ async fn a_worker_that_died_after_creating_the_card_does_not_cause_a_second() {
     let store = SqliteStore::open(&dir.path().join("hookfan.db"))
         .await
         .unwrap();
-    let body = v2_with_id("in-doubt-1");
     store
-        .accept(hookfan::store::Incoming {
-            source: "qualifio".into(),
-            participation_id: "in-doubt-1".into(),
-            format: "v2",
-            body_sha256: "test".into(),
-            body,
-            received_at: hookfan::store::now_ms(),
-            destinations: vec!["winners".into()],
-        })
+        .accept(incoming(v2_with_id("in-doubt-1"), &["winners"]))
         .await
         .unwrap();
     // A worker claims it, makes the card, and dies before recording anything.
-    let claimed = store
-        .claim_due("winners", 1, "killed-worker", Duration::from_secs(1))
-        .await
-        .unwrap();
-    assert_eq!(claimed.len(), 1);
+    leave_a_dead_claim(&store, "winners").await;
     let made = reqwest::Client::new()
         .post(format!("{}/1/cards", trello.base))
         .header("Authorization", expected_authorization())
