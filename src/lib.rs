@@ -4,14 +4,21 @@
 //! destination whose filter matches.
 //!
 //! # Layout
-//! - [`config`]: the TOML file → a validated [`config::Config`].
+//! - [`config`]: the TOML file → a validated [`config::Config`]; split by job into types, loading
+//!   and validation.
+//! - [`destinations`]: the one list of destination types. Each type lives in
+//!   `hookfan-connectors` behind [`hookfan_connectors::DestinationConfig`] (its keys, checks,
+//!   templates, rate limit, summary, and the [`hookfan_connectors::Connector`] it builds); a new
+//!   type is a module there and one line here.
 //! - [`payload`]: Qualifio's v1/v2 formats and the normalised view.
-//! - [`mapping`]: minijinja templates (`fields`, `when`) and custom filters.
+//! - [`mapping`]: minijinja templates (`fields`, `when`) and custom filters. A leaf: it takes
+//!   (destination, templates) and never reads the config.
 //! - [`router`]: which destinations take a notification (decided at accept time).
-//! - [`store`]: the `Store` seam and its SQLite implementation.
+//! - [`store`]: the `Store` seam, its SQLite implementation, and the typed words every layer
+//!   shares: [`store::Status`] of a delivery, [`store::AttemptOutcome`] of an attempt.
 //! - [`ingress`]: actix-web routes: the sources' `POST`s, health and readiness.
-//! - [`worker`]: per-destination lanes that claim, map, deliver and record.
-//! - [`connect`]: a connector for each destination (from `hookfan-connectors`).
+//! - [`worker`]: per-destination lanes that claim, map, deliver and record, one tracing span per
+//!   attempt; `worker::retry` decides what comes next (pure).
 //! - [`commands`]: what `hookfan check` and `hookfan preview` print.
 //! - [`tls`]: HTTPS served directly, from `[server.tls]`.
 //!
@@ -20,7 +27,7 @@
 
 pub mod commands;
 pub mod config;
-pub mod connect;
+pub mod destinations;
 pub mod ingress;
 pub mod mapping;
 pub mod payload;
@@ -38,7 +45,6 @@ use std::time::Duration;
 use actix_web::{App, HttpServer, web};
 
 use crate::config::Config;
-use crate::mapping::Mapper;
 use crate::store::Store;
 use crate::worker::Worker;
 
@@ -50,7 +56,7 @@ pub enum RunError {
     #[error(transparent)]
     Store(#[from] store::StoreError),
     #[error("templates: {0}")]
-    Mapping(String),
+    Mapping(#[from] mapping::CompileError),
     #[error("destination {0}: {1}")]
     Connector(String, hookfan_connectors::ConnectorError),
     #[error("HTTP client: {0}")]
@@ -79,7 +85,7 @@ pub async fn run_with_store(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let config = Arc::new(config);
-    let mapper = Arc::new(Mapper::new(&config).map_err(RunError::Mapping)?);
+    let mapper = Arc::new(config.mapper()?);
     let tls = match &config.server.tls {
         Some(t) => Some(tls::server_config(t).map_err(RunError::Tls)?),
         None => None,
@@ -87,8 +93,9 @@ pub async fn run_with_store(
     let client = hookfan_connectors::http::client()?;
     let mut lanes = Vec::new();
     for d in config.destinations.iter().filter(|d| d.enabled) {
-        let connector =
-            connect::connector(d, &client).map_err(|e| RunError::Connector(d.name.clone(), e))?;
+        let connector = d
+            .connector(&client)
+            .map_err(|e| RunError::Connector(d.name.clone(), e))?;
         lanes.push((d.clone(), connector));
     }
     let worker = Worker::new(store.clone(), mapper.clone(), lanes);

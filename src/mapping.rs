@@ -1,12 +1,15 @@
 //! Templates: each destination's `fields` and `when`, compiled once into one minijinja
-//! environment and rendered against [`crate::payload::context`]. Missing values render as empty
-//! strings; custom filters `date` and `yesno` sit beside minijinja's built-ins, with `truncate`
-//! added (minijinja has none) and `join` keeping a single string whole.
+//! environment and rendered against [`context`]. Missing values render as empty strings; custom
+//! filters `date` and `yesno` sit beside minijinja's built-ins, with `truncate` added (minijinja
+//! has none) and `join` keeping a single string whole.
+//!
+//! A leaf: it knows templates and payloads, not the config. The config calls
+//! [`check_template`] and [`check_expression`] to validate.
+
+use std::collections::HashMap;
 
 use minijinja::value::{Kwargs, Serde, Value};
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
-
-use crate::config::Config;
 
 /// A template error in words for a marketer: what went wrong and where in the template.
 fn describe(err: &Error) -> String {
@@ -100,34 +103,66 @@ pub struct RenderError {
     pub message: String,
 }
 
+/// One destination's templates, as [`Mapper::new`] takes them.
+#[derive(Debug, Clone, Copy)]
+pub struct Templates<'a> {
+    pub destination: &'a str,
+    /// Field name → template, in order.
+    pub fields: &'a [(String, String)],
+    pub when: Option<&'a str>,
+}
+
+/// A template that does not compile (validation should have caught it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("destination {destination:?}, {template}: {message}")]
+pub struct CompileError {
+    pub destination: String,
+    /// `when`, or the field's name.
+    pub template: String,
+    pub message: String,
+}
+
+/// The render context for one notification: the payload and its normalised view, with
+/// `participation.received_at` from `received_at_ms` (Unix milliseconds).
+pub fn context(doc: &serde_json::Value, received_at_ms: i64) -> Value {
+    let received_at = crate::payload::iso_utc(received_at_ms);
+    Value::from(Serde(crate::payload::context(doc, &received_at)))
+}
+
 /// Every destination's templates, compiled.
 pub struct Mapper {
     env: Environment<'static>,
+    /// Each destination's field names, in order.
+    fields: HashMap<String, Vec<String>>,
 }
 
 impl Mapper {
-    /// Compiles every destination's templates; the config was validated, so this only fails if
-    /// validation missed something.
-    pub fn new(config: &Config) -> Result<Mapper, String> {
+    /// Compiles every destination's templates.
+    pub fn new<'a>(
+        destinations: impl IntoIterator<Item = Templates<'a>>,
+    ) -> Result<Mapper, CompileError> {
         let mut env = environment();
-        for d in &config.destinations {
+        let mut fields = HashMap::new();
+        for d in destinations {
+            let failed = |template: &str, e: Error| CompileError {
+                destination: d.destination.into(),
+                template: template.into(),
+                message: describe(&e),
+            };
             for (i, (field, source)) in d.fields.iter().enumerate() {
-                env.add_template_owned(field_key(&d.name, i), source.clone())
-                    .map_err(|e| {
-                        format!("destinations.{}.fields.{field}: {}", d.name, describe(&e))
-                    })?;
+                env.add_template_owned(field_key(d.destination, i), source.clone())
+                    .map_err(|e| failed(field, e))?;
             }
-            if let Some(when) = &d.when {
-                env.add_template_owned(when_key(&d.name), when_template(when))
-                    .map_err(|e| format!("destinations.{}.when: {}", d.name, describe(&e)))?;
+            if let Some(when) = d.when {
+                env.add_template_owned(when_key(d.destination), when_template(when))
+                    .map_err(|e| failed("when", e))?;
             }
+            fields.insert(
+                d.destination.to_string(),
+                d.fields.iter().map(|(n, _)| n.clone()).collect(),
+            );
         }
-        Ok(Mapper { env })
-    }
-
-    /// The render context for one notification.
-    pub fn context(doc: &serde_json::Value, received_at: &str) -> Value {
-        Value::from(Serde(crate::payload::context(doc, received_at)))
+        Ok(Mapper { env, fields })
     }
 
     /// Evaluates a destination's `when` (no `when` is always routed).
@@ -142,20 +177,22 @@ impl Mapper {
         }
     }
 
-    /// Renders a destination's fields in order.
+    /// Renders a destination's fields in order (none for a destination it does not know).
     pub fn fields(
         &self,
-        destination: &crate::config::Destination,
+        destination: &str,
         ctx: &Value,
     ) -> Result<Vec<(String, String)>, RenderError> {
-        destination
-            .fields
+        let Some(names) = self.fields.get(destination) else {
+            return Ok(Vec::new());
+        };
+        names
             .iter()
             .enumerate()
-            .map(|(i, (field, _))| {
+            .map(|(i, field)| {
                 let rendered = self
                     .env
-                    .get_template(&field_key(&destination.name, i))
+                    .get_template(&field_key(destination, i))
                     .and_then(|t| t.render(ctx));
                 rendered
                     .map(|value| (field.clone(), value))

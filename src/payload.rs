@@ -158,6 +158,15 @@ fn text_at(v: &Value, key: &str) -> String {
     v.get(key).map(text).unwrap_or_default()
 }
 
+/// Unix milliseconds → `2026-11-20T09:15:00Z` (whole seconds, UTC).
+pub fn iso_utc(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime(ISO_SECONDS).to_string())
+        .unwrap_or_default()
+}
+
+const ISO_SECONDS: &str = "%Y-%m-%dT%H:%M:%SZ";
+
 /// Unix seconds (number or string) → `2019-07-24T12:48:55Z`; anything else → "".
 fn iso_from_unix(v: Option<&Value>) -> String {
     let secs = match v {
@@ -166,7 +175,7 @@ fn iso_from_unix(v: Option<&Value>) -> String {
         _ => None,
     };
     secs.and_then(|s| jiff::Timestamp::from_second(s).ok())
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .map(|t| t.strftime(ISO_SECONDS).to_string())
         .unwrap_or_default()
 }
 
@@ -174,6 +183,6 @@ fn iso_from_unix(v: Option<&Value>) -> String {
 fn iso_from_text(v: Option<&Value>) -> String {
     let raw = v.map(text).unwrap_or_default();
     raw.parse::<jiff::Timestamp>()
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .map(|t| t.strftime(ISO_SECONDS).to_string())
         .unwrap_or(raw)
 }

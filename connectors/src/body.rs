@@ -74,7 +74,6 @@ pub fn fields_to_form(fields: &[(String, String)]) -> String {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -2,12 +2,16 @@
 //! once per batch. Needs no credentials, which makes it the default destination of the example.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use crate::body::{self, BodyKind};
-use crate::{Attempt, ConfigIssue, Connector, ConnectorError, Described, Outcome, Record};
+use crate::{
+    Attempt, ConfigIssue, Connector, ConnectorError, Described, DestinationConfig, DestinationType,
+    Outcome, Record,
+};
 
 /// The most records appended (and fsynced) together.
 const BATCH: usize = 500;
@@ -23,22 +27,38 @@ pub struct FileConfig {
     pub body: BodyKind,
 }
 
-impl FileConfig {
-    pub fn validate(&self, fields: &[&str]) -> Vec<ConfigIssue> {
+impl DestinationType for FileConfig {
+    const TYPE: &'static str = "file";
+}
+
+impl DestinationConfig for FileConfig {
+    fn validate(&self, fields: &[(String, String)]) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         if self.path.as_os_str().is_empty() {
             issues.push(ConfigIssue::new("path", "must not be empty"));
         }
         if self.body == BodyKind::Fields
-            && let Some(conflict) = body::nesting_conflict(fields.iter().copied())
+            && let Some(conflict) = body::nesting_conflict(fields.iter().map(|(n, _)| n.as_str()))
         {
             issues.push(ConfigIssue::new("fields", conflict));
         }
         issues
     }
 
-    pub fn summary(&self) -> String {
+    fn summary(&self) -> String {
         format!("append to {}", self.path.display())
+    }
+
+    fn resolve_paths(&mut self, resolve: &dyn Fn(&Path) -> PathBuf) {
+        self.path = resolve(&self.path);
+    }
+
+    fn build(
+        &self,
+        _client: &reqwest::Client,
+        _fields: &[String],
+    ) -> Result<Arc<dyn Connector>, ConnectorError> {
+        Ok(Arc::new(FileSink::new(self.clone())))
     }
 }
 
@@ -66,7 +86,7 @@ impl FileSink {
         }
     }
 
-    fn append(path: &std::path::Path, text: &[u8]) -> std::io::Result<()> {
+    fn append(path: &Path, text: &[u8]) -> std::io::Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -137,7 +157,6 @@ impl Connector for FileSink {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
 
     use super::*;
 

@@ -4,6 +4,8 @@
 //! classifies the result as an [`Outcome`]; it never sleeps or retries, because the retry schedule
 //! is durable and belongs to the worker and the store. Nothing here knows about actix or the store.
 //!
+//! - [`destination`]: a destination type as the config sees it ([`DestinationConfig`]).
+//! - [`keypath`]: key paths into the config file, for errors.
 //! - [`secret`]: a string whose `Debug` and `Display` print `***`.
 //! - [`units`]: human durations (`"10s"`), sizes (`"1MiB"`) and rates (`"50/min"`).
 //! - [`outcome`]: the one table that turns an HTTP status or a transport error into an outcome.
@@ -12,8 +14,10 @@
 //! - [`webhook`], [`file`], [`sheets`], [`trello`]: one destination each.
 
 pub mod body;
+pub mod destination;
 pub mod file;
 pub mod http;
+pub mod keypath;
 pub mod outcome;
 pub mod secret;
 pub mod sheets;
@@ -23,6 +27,8 @@ pub mod webhook;
 
 use std::sync::Arc;
 
+pub use destination::{DestinationConfig, DestinationType, Template};
+pub use keypath::{KeyPart, KeyPath};
 pub use outcome::{Attempt, Outcome};
 pub use secret::Secret;
 
@@ -56,30 +62,22 @@ pub struct Described {
     pub body: String,
 }
 
-/// One step of a key path inside a destination's table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyPart {
-    Key(String),
-    Index(usize),
-}
-
-/// A config problem found by a connector's own validation, at a path relative to the
-/// destination (`["headers", "X-Token"]`, `["labels", 1]`): parts, not a dotted string, so a
-/// key holding a dot still points at the right line.
+/// A config problem found by a destination type's own validation, at a path relative to the
+/// destination (`headers."X-Token"`, `labels[1]`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigIssue {
-    pub path: Vec<KeyPart>,
+    pub path: KeyPath,
     pub message: String,
 }
 
 impl ConfigIssue {
     /// A problem with one of the destination's own keys.
     pub fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigIssue::at(vec![KeyPart::Key(key.into())], message)
+        ConfigIssue::at(KeyPath::root().key(key), message)
     }
 
     /// A problem deeper in the destination's table.
-    pub fn at(path: Vec<KeyPart>, message: impl Into<String>) -> Self {
+    pub fn at(path: KeyPath, message: impl Into<String>) -> Self {
         ConfigIssue {
             path,
             message: message.into(),
@@ -115,12 +113,6 @@ pub trait Connector: Send + Sync {
     /// custom field, the attachments; a Sheets batch: one append); the rate limit counts calls.
     fn calls_per_delivery(&self) -> u32 {
         1
-    }
-
-    /// Destinations whose connectors give the same key share one rate limit (Trello limits per
-    /// token, whatever the board).
-    fn rate_key(&self) -> Option<String> {
-        None
     }
 
     /// The longest one `deliver` call may take; leases are sized from it.

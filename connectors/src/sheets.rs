@@ -57,8 +57,6 @@ pub struct Sheets {
     /// The destination's field names, in config order (for `check`).
     fields: Vec<String>,
     api: Api,
-    /// The key's `client_email` when it could be read at construction (for the rate key).
-    email: Option<String>,
     tokens: OnceCell<Tokens>,
     /// Held while row 1 is read or extended, so two batches never add the same column.
     header: Mutex<Option<CachedHeader>>,
@@ -68,14 +66,10 @@ impl Sheets {
     pub fn new(config: SheetsConfig, client: reqwest::Client) -> Result<Self, ConnectorError> {
         let base = Url::parse(&config.api_base)
             .map_err(|e| ConnectorError::Config(format!("api_base: {e}")))?;
-        let email = match auth::read_email(&config.credentials) {
-            Ok(email) => Some(email),
-            Err(e) => {
-                // Not fatal: a key mounted later is picked up by the next attempt.
-                tracing::warn!(sheet = %config.sheet, error = %e, "google_sheets: deliveries will be retried until the key can be read");
-                None
-            }
-        };
+        if let Err(e) = auth::read_email(&config.credentials) {
+            // Not fatal: a key mounted later is picked up by the next attempt.
+            tracing::warn!(sheet = %config.sheet, error = %e, "google_sheets: deliveries will be retried until the key can be read");
+        }
         Ok(Sheets {
             api: Api {
                 client,
@@ -84,7 +78,6 @@ impl Sheets {
             },
             config,
             fields: Vec::new(),
-            email,
             tokens: OnceCell::new(),
             header: Mutex::new(None),
         })
@@ -271,15 +264,6 @@ impl Connector for Sheets {
 
     fn linger(&self) -> Duration {
         LINGER
-    }
-
-    /// Google's write quota is per user, and a service account is one user: every destination
-    /// using the same key shares one limit.
-    fn rate_key(&self) -> Option<String> {
-        Some(match &self.email {
-            Some(email) => format!("google:{email}"),
-            None => format!("google-key:{}", self.config.credentials.display()),
-        })
     }
 
     fn timeout(&self) -> Duration {

@@ -170,7 +170,6 @@ impl<'de> serde::Deserialize<'de> for Rate {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

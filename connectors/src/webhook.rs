@@ -2,6 +2,7 @@
 //! with Standard Webhooks headers.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -12,10 +13,14 @@ use sha2::Sha256;
 
 use crate::body::{self, BodyKind};
 use crate::units::HumanDuration;
-use crate::{Attempt, ConfigIssue, Connector, ConnectorError, Described, Record, Secret};
+use crate::{
+    Attempt, ConfigIssue, Connector, ConnectorError, Described, DestinationConfig, DestinationType,
+    KeyPath, Record, Secret,
+};
 
-/// The keys of a `webhook` destination (besides the common ones).
-#[derive(Debug, Clone, Deserialize)]
+/// The keys of a `webhook` destination (besides the common ones). `Debug` redacts the URL's
+/// credentials; headers and the signing secret are [`Secret`]s.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// Where each record is sent. Credentials in the URL (`https://user:pass@host/`) become HTTP Basic.
@@ -63,9 +68,27 @@ pub enum Format {
     Form,
 }
 
-impl WebhookConfig {
-    /// Checks everything that needs no network; `fields` are the destination's field names.
-    pub fn validate(&self, fields: &[&str]) -> Vec<ConfigIssue> {
+impl std::fmt::Debug for WebhookConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookConfig")
+            .field("url", &redact_url(&self.url))
+            .field("method", &self.method)
+            .field("format", &self.format)
+            .field("body", &self.body)
+            .field("headers", &self.headers)
+            .field("timeout", &self.timeout)
+            .field("signing_secret", &self.signing_secret)
+            .finish()
+    }
+}
+
+impl DestinationType for WebhookConfig {
+    const TYPE: &'static str = "webhook";
+}
+
+impl DestinationConfig for WebhookConfig {
+    /// Checks everything that needs no network.
+    fn validate(&self, fields: &[(String, String)]) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         match reqwest::Url::parse(&self.url) {
             Ok(url) if matches!(url.scheme(), "http" | "https") => {}
@@ -101,7 +124,7 @@ impl WebhookConfig {
         }
         if self.body == BodyKind::Fields
             && self.format == Format::Json
-            && let Some(conflict) = body::nesting_conflict(fields.iter().copied())
+            && let Some(conflict) = body::nesting_conflict(fields.iter().map(|(n, _)| n.as_str()))
         {
             issues.push(ConfigIssue::new("fields", conflict));
         }
@@ -113,17 +136,22 @@ impl WebhookConfig {
         issues
     }
 
-    /// One line for `hookfan check`: method and URL, credentials redacted.
-    pub fn summary(&self) -> String {
+    /// Method and URL, credentials redacted.
+    fn summary(&self) -> String {
         format!("{} {}", self.method.as_str(), redact_url(&self.url))
+    }
+
+    fn build(
+        &self,
+        client: &reqwest::Client,
+        _fields: &[String],
+    ) -> Result<Arc<dyn Connector>, ConnectorError> {
+        Ok(Arc::new(Webhook::new(self.clone(), client.clone())?))
     }
 }
 
-fn header_path(name: &str) -> Vec<crate::KeyPart> {
-    vec![
-        crate::KeyPart::Key("headers".into()),
-        crate::KeyPart::Key(name.into()),
-    ]
+fn header_path(name: &str) -> KeyPath {
+    KeyPath::root().key("headers").key(name)
 }
 
 /// The key behind `whsec_<base64>`.

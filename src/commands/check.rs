@@ -19,7 +19,7 @@ pub fn summary_json(config: &Config) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "destinations": config.destinations.iter().map(|d| json!({
             "name": d.name,
-            "type": d.kind.type_name(),
+            "type": d.type_name,
             "enabled": d.enabled,
             "sources": d.sources,
             "fields": d.fields.len(),
@@ -55,7 +55,7 @@ pub fn summary_text(config: &Config) -> String {
         out.push_str(&format!(
             "  {:<16} {:<14}{} {} field{}, when: {}, rate limit: {}\n  {:<16} → {}\n",
             d.name,
-            d.kind.type_name(),
+            d.type_name,
             if d.enabled { "" } else { " (disabled)" },
             d.fields.len(),
             if d.fields.len() == 1 { "" } else { "s" },
@@ -100,7 +100,7 @@ pub async fn online(config: &Config, only: Option<&str>) -> Result<Vec<Reached>,
         if !wanted {
             continue;
         }
-        let result = match crate::connect::connector(d, &client) {
+        let result = match d.connector(&client) {
             Ok(c) => match tokio::time::timeout(CHECK_TIMEOUT, c.check()).await {
                 Ok(r) => r.map_err(|e| e.to_string()),
                 Err(_) => Err(format!("no answer within {}s", CHECK_TIMEOUT.as_secs())),

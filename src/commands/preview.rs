@@ -6,8 +6,8 @@ use hookfan_connectors::{Connector, Record};
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::mapping::Mapper;
 use crate::router;
+use crate::store::now_ms;
 
 /// One destination's preview.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -106,13 +106,12 @@ fn prepare(
         let names: Vec<&str> = config.sources.iter().map(|s| s.name.as_str()).collect();
         return Err(PreviewError::NoSuchSource(name.into(), names.join(", ")));
     }
-    let mapper = Mapper::new(config).map_err(PreviewError::Setup)?;
+    let mapper = config
+        .mapper()
+        .map_err(|e| PreviewError::Setup(e.to_string()))?;
     let client =
         hookfan_connectors::http::client().map_err(|e| PreviewError::Setup(e.to_string()))?;
-    let received_at = jiff::Timestamp::now()
-        .strftime("%Y-%m-%dT%H:%M:%SZ")
-        .to_string();
-    let ctx = Mapper::context(&doc, &received_at);
+    let ctx = crate::mapping::context(&doc, now_ms());
     let routes = router::route(config, &mapper, source, &ctx);
     let participation_id = doc
         .get("id")
@@ -124,11 +123,11 @@ fn prepare(
         if only.is_some_and(|n| n != d.name) {
             continue;
         }
-        let (fields, mut error) = match mapper.fields(d, &ctx) {
+        let (fields, mut error) = match mapper.fields(&d.name, &ctx) {
             Ok(f) => (f, None),
             Err(e) => (Vec::new(), Some(e.to_string())),
         };
-        let ready = match (&error, crate::connect::connector(d, &client)) {
+        let ready = match (&error, d.connector(&client)) {
             (None, Ok(c)) => Some((
                 c,
                 Record {
@@ -150,7 +149,7 @@ fn prepare(
         };
         let preview = DestinationPreview {
             name: d.name.clone(),
-            kind: d.kind.type_name().into(),
+            kind: d.type_name.into(),
             routed: route.routed,
             reason: route.reason,
             fields,

@@ -1,6 +1,6 @@
 //! `${VAR}` and `${VAR:-default}` in string values, from the environment. `$${` writes a literal `${`.
 
-use super::locate::KeyPath;
+use hookfan_connectors::KeyPath;
 
 /// A variable that is not set and has no default.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,7 +85,6 @@ pub fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Str
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

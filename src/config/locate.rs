@@ -3,75 +3,21 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use hookfan_connectors::{KeyPart, KeyPath};
 use toml::de::{DeTable, DeValue};
 
-/// One step of a key path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Seg {
-    Key(String),
-    Index(usize),
-}
-
-/// A path of keys such as `destinations.crm.fields.email` or `retry.schedule[1]`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KeyPath(pub Vec<Seg>);
-
-impl KeyPath {
-    pub fn root() -> Self {
-        KeyPath(Vec::new())
-    }
-
-    pub fn key(&self, key: impl Into<String>) -> Self {
-        let mut next = self.clone();
-        next.0.push(Seg::Key(key.into()));
-        next
-    }
-
-    pub fn index(&self, i: usize) -> Self {
-        let mut next = self.clone();
-        next.0.push(Seg::Index(i));
-        next
-    }
-
-    /// Turns serde_path_to_error's path into ours.
-    pub fn from_serde(base: &KeyPath, path: &serde_path_to_error::Path) -> Self {
-        use serde_path_to_error::Segment;
-        let mut out = base.clone();
-        for seg in path.iter() {
-            match seg {
-                Segment::Map { key } => out.0.push(Seg::Key(key.clone())),
-                Segment::Seq { index } => out.0.push(Seg::Index(*index)),
-                Segment::Enum { .. } | Segment::Unknown => {}
-            }
+/// Turns serde_path_to_error's path into ours, under `base`.
+pub fn from_serde(base: &KeyPath, path: &serde_path_to_error::Path) -> KeyPath {
+    use serde_path_to_error::Segment;
+    let mut out = base.clone();
+    for seg in path.iter() {
+        match seg {
+            Segment::Map { key } => out.0.push(KeyPart::Key(key.clone())),
+            Segment::Seq { index } => out.0.push(KeyPart::Index(*index)),
+            Segment::Enum { .. } | Segment::Unknown => {}
         }
-        out
     }
-}
-
-impl fmt::Display for KeyPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        for seg in &self.0 {
-            match seg {
-                Seg::Key(k) => {
-                    if !first {
-                        f.write_str(".")?;
-                    }
-                    let bare = !k.is_empty()
-                        && k.chars()
-                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-                    if bare {
-                        f.write_str(k)?;
-                    } else {
-                        write!(f, "{k:?}")?;
-                    }
-                }
-                Seg::Index(i) => write!(f, "[{i}]")?,
-            }
-            first = false;
-        }
-        Ok(())
-    }
+    out
 }
 
 /// One problem in a config file, located.
@@ -127,20 +73,20 @@ impl<'a> Locator<'a> {
 }
 
 /// The byte offset of the deepest part of `path` that the document has.
-fn span_of(doc: &DeTable<'_>, path: &[Seg]) -> usize {
+fn span_of(doc: &DeTable<'_>, path: &[KeyPart]) -> usize {
     let mut offset = 0;
     let mut table = Some(doc);
     let mut array: Option<&toml::de::DeArray<'_>> = None;
     for seg in path {
         let value: &toml::Spanned<DeValue<'_>> = match (seg, table, array) {
-            (Seg::Key(k), Some(t), _) => match t.iter().find(|(key, _)| key.get_ref() == k) {
+            (KeyPart::Key(k), Some(t), _) => match t.iter().find(|(key, _)| key.get_ref() == k) {
                 Some((key, value)) => {
                     offset = key.span().start;
                     value
                 }
                 None => return offset,
             },
-            (Seg::Index(i), _, Some(a)) => match a.get(*i) {
+            (KeyPart::Index(i), _, Some(a)) => match a.get(*i) {
                 Some(value) => {
                     offset = value.span().start;
                     value
@@ -168,27 +114,8 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn paths_print_like_toml_keys() {
-        let p = KeyPath::root()
-            .key("destinations")
-            .key("crm")
-            .key("fields")
-            .key("address.city");
-        assert_eq!(p.to_string(), "destinations.crm.fields.\"address.city\"");
-        assert_eq!(
-            KeyPath::root()
-                .key("retry")
-                .key("schedule")
-                .index(1)
-                .to_string(),
-            "retry.schedule[1]"
-        );
-    }
 
     #[test]
     fn finds_keys_in_headers_and_inline_tables() {

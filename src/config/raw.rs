@@ -104,3 +104,48 @@ pub const COMMON_KEYS: &[&str] = &[
     "concurrency",
     "retry",
 ];
+
+#[cfg(test)]
+mod tests {
+    use serde::de::{Error as _, Visitor};
+
+    use super::*;
+
+    /// A deserializer that only records the field names a struct asks for.
+    struct FieldNames<'a>(&'a mut &'static [&'static str]);
+
+    impl<'de> serde::Deserializer<'de> for FieldNames<'_> {
+        type Error = serde::de::value::Error;
+
+        fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+            Err(Self::Error::custom("not a struct"))
+        }
+
+        fn deserialize_struct<V: Visitor<'de>>(
+            self,
+            _name: &'static str,
+            fields: &'static [&'static str],
+            _visitor: V,
+        ) -> Result<V::Value, Self::Error> {
+            *self.0 = fields;
+            Err(Self::Error::custom("fields recorded"))
+        }
+
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map enum
+            identifier ignored_any
+        }
+    }
+
+    #[test]
+    fn common_keys_are_exactly_the_common_struct_fields() {
+        let mut fields: &'static [&'static str] = &[];
+        let _ = RawCommon::deserialize(FieldNames(&mut fields));
+        let mut from_struct = fields.to_vec();
+        let mut listed = COMMON_KEYS.to_vec();
+        from_struct.sort_unstable();
+        listed.sort_unstable();
+        assert_eq!(from_struct, listed);
+    }
+}

@@ -147,10 +147,7 @@ pub async fn receive(
         return error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
     };
     let received_at = now_ms();
-    let received_iso = jiff::Timestamp::from_millisecond(received_at)
-        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_default();
-    let ctx = crate::mapping::Mapper::context(&doc, &received_iso);
+    let ctx = crate::mapping::context(&doc, received_at);
     let destinations = crate::router::routed(&state.config, &state.mapper, &source.name, &ctx);
     let incoming = Incoming {
         source: source.name.clone(),

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use model::{
-    Accepted, AttemptLog, AttemptRow, Claimed, DeliveryRow, Filter, Incoming, Next, Status, now_ms,
+    Accepted, AttemptLog, AttemptOutcome, AttemptRow, Claimed, DeliveryRow, Filter, Incoming, Next,
+    Status, UnknownWord, now_ms,
 };
 pub use sqlite::SqliteStore;
 

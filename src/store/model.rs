@@ -47,12 +47,32 @@ pub struct Claimed {
     pub in_doubt_since: Option<i64>,
 }
 
-/// Where a delivery goes after an attempt.
+/// Where a delivery goes after an attempt: the worker's decision, which the attempt row and
+/// the log both record as its [`AttemptOutcome`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     Delivered,
+    /// Pending again, due at this time (Unix milliseconds).
     RetryAt(i64),
     Dead,
+}
+
+impl Next {
+    pub fn outcome(self) -> AttemptOutcome {
+        match self {
+            Next::Delivered => AttemptOutcome::Delivered,
+            Next::RetryAt(_) => AttemptOutcome::Retry,
+            Next::Dead => AttemptOutcome::Dead,
+        }
+    }
+
+    pub fn status(self) -> Status {
+        match self {
+            Next::Delivered => Status::Delivered,
+            Next::RetryAt(_) => Status::Pending,
+            Next::Dead => Status::Dead,
+        }
+    }
 }
 
 /// One attempt, as the delivery log keeps it.
@@ -65,40 +85,77 @@ pub struct AttemptLog {
     pub number: u32,
     pub started_at: i64,
     pub duration_ms: i64,
-    /// `delivered`, `retry` or `failed`.
-    pub outcome: &'static str,
     pub status_code: Option<u16>,
     pub error: Option<String>,
     pub response: Option<String>,
     /// Replaces the delivery's saved state when set.
     pub state: Option<serde_json::Value>,
+    /// What comes next; also the attempt's outcome.
     pub next: Next,
 }
 
-/// A delivery's status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Pending,
-    Delivered,
-    Dead,
+/// A word the store does not know (a row written by a newer version, or by hand).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown {kind} {word:?} in the store")]
+pub struct UnknownWord {
+    pub kind: &'static str,
+    pub word: String,
 }
 
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Pending => "pending",
-            Status::Delivered => "delivered",
-            Status::Dead => "dead",
+/// Declares a closed set of words, each one stored, logged and shown the same way.
+macro_rules! words {
+    ($(#[$doc:meta])* $name:ident ($kind:literal) { $($variant:ident = $word:literal),+ $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+        #[serde(rename_all = "lowercase")]
+        pub enum $name {
+            $($variant),+
         }
-    }
 
-    pub fn parse(text: &str) -> Option<Status> {
-        match text {
-            "pending" => Some(Status::Pending),
-            "delivered" => Some(Status::Delivered),
-            "dead" => Some(Status::Dead),
-            _ => None,
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($name::$variant => $word),+
+                }
+            }
         }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = UnknownWord;
+
+            fn from_str(text: &str) -> Result<Self, UnknownWord> {
+                match text {
+                    $($word => Ok($name::$variant),)+
+                    _ => Err(UnknownWord { kind: $kind, word: text.to_string() }),
+                }
+            }
+        }
+    };
+}
+
+words! {
+    /// A delivery's status.
+    Status ("status") {
+        Pending = "pending",
+        Delivered = "delivered",
+        Dead = "dead",
+    }
+}
+
+words! {
+    /// What one attempt came to: the same word in the attempt row and in the log.
+    AttemptOutcome ("attempt outcome") {
+        Delivered = "delivered",
+        Retry = "retry",
+        Dead = "dead",
     }
 }
 
@@ -110,7 +167,7 @@ pub struct DeliveryRow {
     pub participation_id: String,
     pub source: String,
     pub destination: String,
-    pub status: String,
+    pub status: Status,
     pub attempts: u32,
     pub next_attempt_at: i64,
     pub last_error: Option<String>,
@@ -124,7 +181,7 @@ pub struct AttemptRow {
     pub number: u32,
     pub started_at: i64,
     pub duration_ms: i64,
-    pub outcome: String,
+    pub outcome: AttemptOutcome,
     pub status_code: Option<u16>,
     pub error: Option<String>,
     pub response: Option<String>,

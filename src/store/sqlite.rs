@@ -31,13 +31,27 @@ pub struct SqliteStore {
 }
 
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        include_str!("../../migrations/sqlite/0001_init.sql").into_sql_str(),
-        false,
-    )])
+    let migration = |version, name: &str, sql: &'static str| {
+        Migration::new(
+            version,
+            name.to_string().into(),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        migration(
+            1,
+            "init",
+            include_str!("../../migrations/sqlite/0001_init.sql"),
+        ),
+        migration(
+            2,
+            "outcome words",
+            include_str!("../../migrations/sqlite/0002_outcome_words.sql"),
+        ),
+    ])
 }
 
 impl SqliteStore {
@@ -185,6 +199,16 @@ fn state_from_text(text: Option<String>) -> Option<serde_json::Value> {
     text.and_then(|t| serde_json::from_str(&t).ok())
 }
 
+/// A stored word as its enum; an unknown one is a decoding error, not a guess.
+fn word<T: std::str::FromStr<Err = UnknownWord>>(
+    row: &SqliteRow,
+    column: &str,
+) -> Result<T, sqlx::Error> {
+    row.try_get::<String, _>(column)?
+        .parse()
+        .map_err(|e: UnknownWord| sqlx::Error::Decode(Box::new(e)))
+}
+
 fn delivery_row(row: &SqliteRow) -> Result<DeliveryRow, sqlx::Error> {
     Ok(DeliveryRow {
         id: row.try_get("id")?,
@@ -192,7 +216,7 @@ fn delivery_row(row: &SqliteRow) -> Result<DeliveryRow, sqlx::Error> {
         participation_id: row.try_get("participation_id")?,
         source: row.try_get("source")?,
         destination: row.try_get("destination")?,
-        status: row.try_get("status")?,
+        status: word(row, "status")?,
         attempts: row
             .try_get::<i64, _>("attempts")?
             .try_into()
@@ -326,10 +350,9 @@ impl Store for SqliteStore {
         let rows: Vec<serde_json::Value> = attempts
             .iter()
             .map(|a| {
-                let (status, next_at) = match a.next {
-                    Next::Delivered => (Status::Delivered, now),
-                    Next::RetryAt(at) => (Status::Pending, at),
-                    Next::Dead => (Status::Dead, now),
+                let next_at = match a.next {
+                    Next::RetryAt(at) => at,
+                    Next::Delivered | Next::Dead => now,
                 };
                 serde_json::json!({
                     "id": a.delivery_id,
@@ -337,12 +360,12 @@ impl Store for SqliteStore {
                     "number": a.number,
                     "started_at": a.started_at,
                     "duration_ms": a.duration_ms,
-                    "outcome": a.outcome,
+                    "outcome": a.next.outcome().as_str(),
                     "status_code": a.status_code,
                     "error": a.error,
                     "response": a.response,
                     "state": a.state.as_ref().map(|s| s.to_string()),
-                    "status": status.as_str(),
+                    "status": a.next.status().as_str(),
                     "next_at": next_at,
                 })
             })
@@ -451,7 +474,7 @@ impl Store for SqliteStore {
                     .unwrap_or(u32::MAX),
                 started_at: r.try_get("started_at")?,
                 duration_ms: r.try_get("duration_ms")?,
-                outcome: r.try_get("outcome")?,
+                outcome: word(r, "outcome")?,
                 status_code: r
                     .try_get::<Option<i64>, _>("status_code")?
                     .and_then(|c| u16::try_from(c).ok()),

@@ -13,11 +13,13 @@ use hookfan_connectors::units::Rate;
 use hookfan_connectors::{Attempt, Connector, Outcome, Record};
 use tokio::sync::{Mutex, Notify, Semaphore};
 use tokio::time::Instant;
+use tracing::Instrument as _;
+use tracing::field::Empty;
 
 use crate::config::Destination;
-use crate::mapping::Mapper;
+use crate::mapping::{self, Mapper};
 use crate::shutdown::Shutdown;
-use crate::store::{AttemptLog, Claimed, Next, Store, now_ms};
+use crate::store::{AttemptLog, Claimed, Store, now_ms};
 
 /// How long an idle lane waits before looking again without being told (leases that expired,
 /// work added by another process).
@@ -66,14 +68,15 @@ impl Worker {
     ) -> Worker {
         // Destinations sharing a rate key (one Trello token, one Google account) share one gate,
         // at the strictest of their rates.
-        let key = |d: &Destination, c: &Arc<dyn Connector>| {
-            c.rate_key()
-                .unwrap_or_else(|| format!("destination:{}", d.name))
-        };
+        let keys: HashMap<String, String> = destinations
+            .iter()
+            .map(|(d, _)| (d.name.clone(), d.rate_key()))
+            .collect();
+        let key = |d: &Destination| keys.get(&d.name).cloned().unwrap_or_default();
         let mut rates: HashMap<String, Option<Rate>> = HashMap::new();
-        for (d, c) in &destinations {
+        for (d, _) in &destinations {
             let rate = d.effective_rate_limit();
-            let entry = rates.entry(key(d, c)).or_insert(rate);
+            let entry = rates.entry(key(d)).or_insert(rate);
             if *entry != rate {
                 tracing::warn!(destination = %d.name, "destinations sharing a rate limit set different ones; the strictest applies");
                 *entry = strictest(*entry, rate);
@@ -86,7 +89,7 @@ impl Worker {
         let lanes = destinations
             .into_iter()
             .filter_map(|(destination, connector)| {
-                let gate = gates.get(&key(&destination, &connector))?.clone();
+                let gate = gates.get(&key(&destination))?.clone();
                 let lane = Lane {
                     slots: Arc::new(Semaphore::new(destination.concurrency)),
                     gate,
@@ -245,8 +248,27 @@ impl Worker {
         }
     }
 
-    /// Maps, delivers and records one claimed batch.
+    /// Maps, delivers and records one claimed batch, in one `attempt` span: every event the
+    /// connector and the rate gate log carries the destination, and for a single delivery its
+    /// id, participation and attempt number (a batch carries its size).
     async fn attempt(&self, lane: &Lane, batch: Vec<Claimed>) {
+        let span = tracing::info_span!(
+            "attempt",
+            destination = %lane.destination.name,
+            delivery_id = Empty,
+            participation_id = Empty,
+            attempt = Empty,
+            batch = batch.len(),
+        );
+        if let [one] = batch.as_slice() {
+            span.record("delivery_id", one.delivery_id);
+            span.record("participation_id", one.participation_id.as_str());
+            span.record("attempt", one.attempts + 1);
+        }
+        self.attempt_in_span(lane, batch).instrument(span).await;
+    }
+
+    async fn attempt_in_span(&self, lane: &Lane, batch: Vec<Claimed>) {
         let destination = &lane.destination;
         let started_at = now_ms();
         let clock = Instant::now();
@@ -262,7 +284,7 @@ impl Worker {
                 // A mapping that cannot render will not render next time either.
                 Err((detail, summary)) => {
                     let attempt = Attempt::new(Outcome::failed(detail));
-                    logs.push(self.log(destination, &c, attempt, Some(summary), started_at, 0));
+                    logs.push(self.finish(destination, &c, attempt, Some(summary), started_at, 0));
                 }
             }
         }
@@ -298,7 +320,7 @@ impl Worker {
                     (Outcome::Retry { reason, .. }, None) => Some(reason.clone()),
                     _ => None,
                 };
-                logs.push(self.log(destination, c, attempt, logged, started_at, duration_ms));
+                logs.push(self.finish(destination, c, attempt, logged, started_at, duration_ms));
             }
         }
         if let Err(e) = self.store.record(logs).await {
@@ -314,11 +336,8 @@ impl Worker {
             let reason = format!("stored notification is not JSON: {e}");
             (reason.clone(), reason)
         })?;
-        let received_at = jiff::Timestamp::from_millisecond(c.received_at)
-            .map(|t| t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
-            .unwrap_or_default();
-        let ctx = Mapper::context(&doc, &received_at);
-        let fields = self.mapper.fields(destination, &ctx).map_err(|e| {
+        let ctx = mapping::context(&doc, c.received_at);
+        let fields = self.mapper.fields(&destination.name, &ctx).map_err(|e| {
             (
                 format!("mapping failed: {e}"),
                 format!("mapping failed: field {:?}", e.field),
@@ -336,8 +355,9 @@ impl Worker {
         })
     }
 
-    /// Decides what comes next, logs the attempt, and returns its row.
-    fn log(
+    /// Decides what comes next ([`retry::decide`]), logs the attempt with that word, and
+    /// returns its row, which records the same word.
+    fn finish(
         &self,
         destination: &Destination,
         c: &Claimed,
@@ -347,24 +367,13 @@ impl Worker {
         duration_ms: i64,
     ) -> AttemptLog {
         let number = c.attempts + 1;
-        let next = match &attempt.outcome {
-            Outcome::Delivered => Next::Delivered,
-            Outcome::Failed { .. } => Next::Dead,
-            Outcome::Retry { after, .. } => {
-                match retry::next_delay(&destination.retry, number, *after, retry::random_unit()) {
-                    Some(delay) => Next::RetryAt(
-                        now_ms()
-                            .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
-                    ),
-                    None => Next::Dead,
-                }
-            }
-        };
-        let outcome = match next {
-            Next::Delivered => "delivered",
-            Next::RetryAt(_) => "retry",
-            Next::Dead => "dead",
-        };
+        let next = retry::decide(
+            &destination.retry,
+            number,
+            &attempt.outcome,
+            now_ms(),
+            retry::random_unit(),
+        );
         let mut error = attempt.outcome.reason().map(str::to_owned);
         if !attempt.warnings.is_empty() {
             let warnings = attempt.warnings.join("; ");
@@ -378,7 +387,7 @@ impl Worker {
             delivery_id = c.delivery_id,
             participation_id = %c.participation_id,
             attempt = number,
-            outcome,
+            outcome = %next.outcome(),
             status = attempt.status,
             duration_ms,
             reason = logged_reason.as_deref(),
@@ -390,7 +399,6 @@ impl Worker {
             number,
             started_at,
             duration_ms,
-            outcome: attempt.outcome.label(),
             status_code: attempt.status,
             error,
             response: attempt.response,

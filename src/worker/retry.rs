@@ -1,10 +1,28 @@
-//! When to try again: the destination's schedule with ±jitter, `Retry-After` honoured but clamped
-//! between the scheduled delay and 24 hours. Pure.
+//! What comes after an attempt, and when to try again: the destination's schedule with ±jitter,
+//! `Retry-After` honoured but clamped between the scheduled delay and 24 hours. Pure.
 
 use std::hash::{BuildHasher, Hasher};
 use std::time::Duration;
 
+use hookfan_connectors::Outcome;
+
 use crate::config::RetryPolicy;
+use crate::store::Next;
+
+/// Where a delivery goes after its `number`th attempt (1 for the first) came to `outcome`, at
+/// `now` (Unix milliseconds). `unit` is a random number in [0, 1) for the jitter.
+pub fn decide(policy: &RetryPolicy, number: u32, outcome: &Outcome, now: i64, unit: f64) -> Next {
+    match outcome {
+        Outcome::Delivered => Next::Delivered,
+        Outcome::Failed { .. } => Next::Dead,
+        Outcome::Retry { after, .. } => match next_delay(policy, number, *after, unit) {
+            Some(delay) => Next::RetryAt(
+                now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+            ),
+            None => Next::Dead,
+        },
+    }
+}
 
 /// The longest a `Retry-After` can push a retry.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
@@ -49,6 +67,28 @@ mod tests {
             schedule: secs.iter().map(|s| Duration::from_secs(*s)).collect(),
             jitter,
         }
+    }
+
+    #[test]
+    fn decides_what_comes_next() {
+        let p = policy(&[10], 0.0);
+        let retry = Outcome::retry("HTTP 503");
+        assert_eq!(
+            decide(&p, 1, &Outcome::Delivered, 1_000, 0.5),
+            Next::Delivered
+        );
+        assert_eq!(
+            decide(&p, 1, &Outcome::failed("HTTP 400"), 1_000, 0.5),
+            Next::Dead
+        );
+        assert_eq!(decide(&p, 1, &retry, 1_000, 0.5), Next::RetryAt(11_000));
+        // The schedule is spent: the last retry is dead, and says so.
+        assert_eq!(decide(&p, 2, &retry, 1_000, 0.5), Next::Dead);
+        let asked = Outcome::Retry {
+            after: Some(Duration::from_secs(60)),
+            reason: "HTTP 429".into(),
+        };
+        assert_eq!(decide(&p, 1, &asked, 0, 0.5), Next::RetryAt(60_000));
     }
 
     #[test]

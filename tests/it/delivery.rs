@@ -142,6 +142,11 @@ async fn a_400_is_dead_after_one_attempt() {
     let rows = wait_deliveries(&store, for_destination("crm"), Status::Dead, 1, WAIT).await;
     assert_eq!(rows[0].attempts, 1);
     assert_eq!(rows[0].last_error.as_deref(), Some("HTTP 400 Bad Request"));
+    // The attempt row says what the log says: dead, not the connector's verdict.
+    assert_eq!(
+        crate::support::attempt_summary(&store, rows[0].id).await,
+        [(1, "dead", Some(400))]
+    );
     let (_, attempts) = store.show(rows[0].id).await.unwrap().unwrap();
     assert_eq!(
         attempts[0].response.as_deref(),
@@ -203,7 +208,7 @@ async fn a_hanging_destination_does_not_delay_another() {
     loop {
         let rows = store.list(&for_destination("slow")).await.unwrap();
         if let Some(r) = rows.iter().find(|r| r.attempts >= 1) {
-            assert_eq!(r.status, "pending");
+            assert_eq!(r.status, Status::Pending);
             assert!(
                 r.last_error
                     .as_deref()

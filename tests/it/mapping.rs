@@ -6,11 +6,14 @@ use std::path::Path;
 
 use hookfan::commands::preview::{DestinationPreview, preview};
 use hookfan::config::Config;
-use hookfan::mapping::{Mapper, RenderError, Verdict};
+use hookfan::mapping::{RenderError, Verdict, context};
 use serde_json::{Value, json};
 
-/// When hookfan "accepted" the notification, fixed so `participation.received_at` is exact.
-const RECEIVED: &str = "2026-11-20T09:15:00Z";
+/// When hookfan "accepted" the notification (2026-11-20T09:15:00Z, in Unix milliseconds),
+/// fixed so `participation.received_at` is exact.
+const RECEIVED: i64 = 1_795_166_100_000;
+/// The same time as the normalised view writes it.
+const RECEIVED_ISO: &str = "2026-11-20T09:15:00Z";
 
 fn fixture_text(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -50,9 +53,9 @@ fn try_render(
     payload: &Value,
 ) -> Result<Vec<(String, String)>, RenderError> {
     let config = config_with(fields, None);
-    let mapper = Mapper::new(&config).unwrap_or_else(|e| panic!("{e}"));
-    let ctx = Mapper::context(payload, RECEIVED);
-    mapper.fields(&config.destinations[0], &ctx)
+    let mapper = config.mapper().unwrap_or_else(|e| panic!("{e}"));
+    let ctx = context(payload, RECEIVED);
+    mapper.fields("d", &ctx)
 }
 
 fn render(fields: &[(&str, &str)], payload: &Value) -> Vec<(String, String)> {
@@ -97,7 +100,7 @@ const VIEW: &[(&str, &str, &str)] = &[
         "2019-07-24T12:49:18Z",
         "2026-11-20T09:14:41Z",
     ),
-    ("participation.received_at", RECEIVED, RECEIVED),
+    ("participation.received_at", RECEIVED_ISO, RECEIVED_ISO),
     ("participant.firstname", "Quentin", "Amélie"),
     ("participant.lastname", "Lebrun", "Dupont-Nguyễn"),
     // v1's form left the e-mail empty; v2 has one.
@@ -127,7 +130,7 @@ fn both_formats_give_the_same_names() {
 
 #[test]
 fn the_v1_view_in_full() {
-    let ctx = hookfan::payload::context(&fixture("participation-v1.json"), RECEIVED);
+    let ctx = hookfan::payload::context(&fixture("participation-v1.json"), RECEIVED_ISO);
     assert_eq!(
         ctx["participation"],
         json!({
@@ -139,7 +142,7 @@ fn the_v1_view_in_full() {
             "website": "S&Q News",
             "started_at": "2019-07-24T12:48:55Z",
             "completed_at": "2019-07-24T12:49:18Z",
-            "received_at": RECEIVED,
+            "received_at": RECEIVED_ISO,
         })
     );
     // crm first, then sso for what crm lacks.
@@ -174,7 +177,7 @@ fn the_v1_view_in_full() {
 
 #[test]
 fn the_v2_view_in_full() {
-    let ctx = hookfan::payload::context(&fixture("participation-v2.json"), RECEIVED);
+    let ctx = hookfan::payload::context(&fixture("participation-v2.json"), RECEIVED_ISO);
     assert_eq!(
         ctx["participation"],
         json!({
@@ -186,7 +189,7 @@ fn the_v2_view_in_full() {
             "website": "Sports Daily",
             "started_at": "2026-11-20T09:12:03Z",
             "completed_at": "2026-11-20T09:14:41Z",
-            "received_at": RECEIVED,
+            "received_at": RECEIVED_ISO,
         })
     );
     assert_eq!(
@@ -367,8 +370,8 @@ path = "d.jsonl"
         &|_| None,
     )
     .unwrap_or_else(|e| panic!("{e}"));
-    let mapper = Mapper::new(&config).unwrap_or_else(|e| panic!("{e}"));
-    let ctx = Mapper::context(&fixture("participation-v2.json"), RECEIVED);
+    let mapper = config.mapper().unwrap_or_else(|e| panic!("{e}"));
+    let ctx = context(&fixture("participation-v2.json"), RECEIVED);
     let routes = hookfan::router::route(&config, &mapper, Some("qualifio"), &ctx);
     let got: Vec<(&str, bool, Option<&str>)> = routes
         .iter()
@@ -413,8 +416,8 @@ fn a_when_that_fails_at_run_time_is_not_routed_and_does_not_panic() {
         ("participation.id | date", "date: cannot read"),
     ] {
         let config = config_with(&[], Some(when));
-        let mapper = Mapper::new(&config).unwrap_or_else(|e| panic!("{e}"));
-        let ctx = Mapper::context(&v2, RECEIVED);
+        let mapper = config.mapper().unwrap_or_else(|e| panic!("{e}"));
+        let ctx = context(&v2, RECEIVED);
         match mapper.when("d", &ctx) {
             Verdict::Error(e) => assert!(e.contains(reason), "{when}: {e}"),
             other => panic!("{when}: expected an error, got {other:?}"),

@@ -25,7 +25,6 @@ fn delivered(delivery_id: i64, lease: i64) -> AttemptLog {
         number: 1,
         started_at: now_ms(),
         duration_ms: 5,
-        outcome: "delivered",
         status_code: Some(200),
         error: None,
         response: None,
@@ -76,7 +75,7 @@ async fn an_attempt_that_outlived_its_lease_does_not_overwrite_the_next_one() {
         .await
         .unwrap();
     let (row, _) = store.show(fresh[0].delivery_id).await.unwrap().unwrap();
-    assert_eq!(row.status, "delivered");
+    assert_eq!(row.status, Status::Delivered);
 }
 
 #[tokio::test]

@@ -1,12 +1,14 @@
 //! The keys of a `google_sheets` destination, and the checks that need no network.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
 
 use super::layout::normalize;
-use crate::ConfigIssue;
+use crate::units::Rate;
+use crate::{ConfigIssue, Connector, ConnectorError, DestinationConfig, DestinationType};
 
 pub const DEFAULT_API_BASE: &str = "https://sheets.googleapis.com";
 
@@ -59,14 +61,28 @@ pub enum ValueInput {
     UserEntered,
 }
 
-impl SheetsConfig {
-    /// The rate limit when the config sets none: under Google's 60 writes per minute per user.
-    pub fn default_rate_limit(&self) -> crate::units::Rate {
-        super::DEFAULT_RATE
+impl DestinationType for SheetsConfig {
+    const TYPE: &'static str = "google_sheets";
+}
+
+impl DestinationConfig for SheetsConfig {
+    /// Under Google's 60 writes per minute per user.
+    fn default_rate_limit(&self) -> Option<Rate> {
+        Some(super::DEFAULT_RATE)
     }
 
-    /// Checks everything that needs no network; `fields` are the destination's field names.
-    pub fn validate(&self, fields: &[&str]) -> Vec<ConfigIssue> {
+    /// Google's write quota is per user, and a service account is one user: every destination
+    /// using the same key shares one limit. A key that cannot be read yet is known by its path.
+    fn rate_key(&self) -> Option<String> {
+        Some(match super::auth::read_email(&self.credentials) {
+            Ok(email) => format!("google:{email}"),
+            Err(_) => format!("google-key:{}", self.credentials.display()),
+        })
+    }
+
+    /// Checks everything that needs no network.
+    fn validate(&self, fields: &[(String, String)]) -> Vec<ConfigIssue> {
+        let fields: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();
         let mut issues = Vec::new();
         if self.spreadsheet_id.trim().is_empty() {
             issues.push(ConfigIssue::new("spreadsheet_id", "must not be empty"));
@@ -109,11 +125,25 @@ impl SheetsConfig {
         issues
     }
 
-    pub fn summary(&self) -> String {
+    fn summary(&self) -> String {
         format!(
             "append rows to spreadsheet {} tab {:?}",
             self.spreadsheet_id, self.sheet
         )
+    }
+
+    fn resolve_paths(&mut self, resolve: &dyn Fn(&Path) -> PathBuf) {
+        self.credentials = resolve(&self.credentials);
+    }
+
+    fn build(
+        &self,
+        client: &reqwest::Client,
+        fields: &[String],
+    ) -> Result<Arc<dyn Connector>, ConnectorError> {
+        Ok(Arc::new(
+            super::Sheets::new(self.clone(), client.clone())?.with_fields(fields.to_vec()),
+        ))
     }
 }
 
@@ -127,7 +157,13 @@ mod tests {
             "spreadsheet_id": "x", "sheet": "T", "credentials": "k.json"
         }))
         .unwrap();
-        let issues = config.validate(&["Email", " email", "name"]);
+        let fields = |names: &[&str]| -> Vec<(String, String)> {
+            names
+                .iter()
+                .map(|n| (n.to_string(), String::new()))
+                .collect()
+        };
+        let issues = config.validate(&fields(&["Email", " email", "name"]));
         assert_eq!(issues.len(), 1, "{issues:?}");
         assert!(
             issues[0].message.contains("\"Email\" and \" email\""),
@@ -137,6 +173,6 @@ mod tests {
             columns: Columns::Order,
             ..config
         };
-        assert!(order.validate(&["Email", "email"]).is_empty());
+        assert!(order.validate(&fields(&["Email", "email"])).is_empty());
     }
 }

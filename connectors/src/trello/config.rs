@@ -1,10 +1,16 @@
 //! The keys of a `trello` destination and their validation, without I/O.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::Deserialize;
+use sha2::{Digest, Sha256};
 
-use crate::{ConfigIssue, KeyPart, Secret};
+use crate::units::Rate;
+use crate::{
+    ConfigIssue, Connector, ConnectorError, DestinationConfig, DestinationType, KeyPath, Secret,
+    Template,
+};
 
 pub const DEFAULT_API_BASE: &str = "https://api.trello.com";
 
@@ -83,25 +89,51 @@ pub const DESC: &str = "desc";
 pub const DUE: &str = "due";
 pub const CUSTOM_FIELD_PREFIX: &str = "custom_fields.";
 
-impl TrelloConfig {
-    /// The templates to render for each record, as (record field, template): `name`, `desc`,
-    /// `due`, then `custom_fields.<id>`.
-    pub fn templates(&self) -> Vec<(String, String)> {
-        let mut out = vec![(NAME.to_string(), self.name.clone())];
+impl DestinationType for TrelloConfig {
+    const TYPE: &'static str = "trello";
+}
+
+impl DestinationConfig for TrelloConfig {
+    /// Trello's templates are its own keys, not a `fields` table.
+    fn templates(&self, _fields: &[(String, String)]) -> Vec<Template> {
+        let at = |key: &str| KeyPath::root().key(key);
+        let mut out = vec![Template {
+            field: NAME.into(),
+            source: self.name.clone(),
+            at: at("name"),
+        }];
         if let Some(desc) = &self.desc {
-            out.push((DESC.into(), desc.clone()));
+            out.push(Template {
+                field: DESC.into(),
+                source: desc.clone(),
+                at: at("desc"),
+            });
         }
         if let Some(due) = &self.due {
-            out.push((DUE.into(), due.clone()));
+            out.push(Template {
+                field: DUE.into(),
+                source: due.clone(),
+                at: at("due"),
+            });
         }
         for (id, field) in &self.custom_fields {
-            out.push((format!("{CUSTOM_FIELD_PREFIX}{id}"), field.value.clone()));
+            out.push(Template {
+                field: format!("{CUSTOM_FIELD_PREFIX}{id}"),
+                source: field.value.clone(),
+                at: at("custom_fields").key(id.clone()).key("value"),
+            });
         }
         out
     }
 
-    pub fn validate(&self) -> Vec<ConfigIssue> {
+    fn validate(&self, fields: &[(String, String)]) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
+        if !fields.is_empty() {
+            issues.push(ConfigIssue::new(
+                "fields",
+                "a trello destination has no fields: its templates are name, desc, due and custom_fields",
+            ));
+        }
         for (key, secret) in [("key", &self.key), ("token", &self.token)] {
             if secret.is_empty() {
                 issues.push(ConfigIssue::new(key, "must not be empty"));
@@ -131,7 +163,7 @@ impl TrelloConfig {
             for (i, id) in ids.iter().enumerate() {
                 if !is_id(id) {
                     issues.push(ConfigIssue::at(
-                        vec![KeyPart::Key(key.into()), KeyPart::Index(i)],
+                        KeyPath::root().key(key).index(i),
                         NOT_AN_ID,
                     ));
                 }
@@ -140,10 +172,7 @@ impl TrelloConfig {
         for id in self.custom_fields.keys() {
             if !is_id(id) {
                 issues.push(ConfigIssue::at(
-                    vec![
-                        KeyPart::Key("custom_fields".into()),
-                        KeyPart::Key(id.clone()),
-                    ],
+                    KeyPath::root().key("custom_fields").key(id.clone()),
                     NOT_AN_ID,
                 ));
             }
@@ -155,19 +184,37 @@ impl TrelloConfig {
         issues
     }
 
-    pub fn summary(&self) -> String {
+    fn summary(&self) -> String {
         format!("create a card on list {}", self.list_id)
     }
 
-    /// The rate limit when the config sets none: 90 calls per 10 s per token, under Trello's
-    /// 100. The worker charges each card the calls it costs.
-    pub fn default_rate_limit(&self) -> crate::units::Rate {
-        crate::units::Rate {
+    /// 90 calls per 10 s per token, under Trello's 100. The worker charges each card the calls
+    /// it costs.
+    fn default_rate_limit(&self) -> Option<Rate> {
+        Some(Rate {
             count: super::CALLS_PER_10S,
             per: std::time::Duration::from_secs(10),
-        }
+        })
     }
 
+    /// Trello limits per token: every destination with the same token shares one limit. The
+    /// token is hashed so it never shows in a key that may be logged.
+    fn rate_key(&self) -> Option<String> {
+        let digest = Sha256::digest(self.token.expose().as_bytes());
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        Some(format!("trello-token:{hex}"))
+    }
+
+    fn build(
+        &self,
+        client: &reqwest::Client,
+        _fields: &[String],
+    ) -> Result<Arc<dyn Connector>, ConnectorError> {
+        Ok(Arc::new(super::Trello::new(self.clone(), client.clone())?))
+    }
+}
+
+impl TrelloConfig {
     /// Calls one card costs when every step runs: the card, its custom fields, and (when files
     /// are attached) at least one attachment.
     pub(crate) fn calls_per_card(&self) -> u32 {
@@ -216,20 +263,16 @@ mod tests {
 
     #[test]
     fn ids_and_credentials_are_checked() {
-        assert!(config().validate().is_empty());
+        assert!(config().validate(&[]).is_empty());
         let mut c = config();
         c.list_id = "../boards/x".into();
         c.labels = vec!["ok1".into(), "a,b".into()];
         c.token = Secret::new("tok en");
-        let paths: Vec<Vec<KeyPart>> = c.validate().into_iter().map(|i| i.path).collect();
-        let key = |k: &str| KeyPart::Key(k.into());
-        assert_eq!(
-            paths,
-            [
-                vec![key("token")],
-                vec![key("list_id")],
-                vec![key("labels"), KeyPart::Index(1)]
-            ]
-        );
+        let paths: Vec<String> = c
+            .validate(&[])
+            .into_iter()
+            .map(|i| i.path.to_string())
+            .collect();
+        assert_eq!(paths, ["token", "list_id", "labels[1]"]);
     }
 }
