@@ -151,6 +151,14 @@ born = "{{{{ participant.email | date }}}}"
                 && line["duration_ms"].is_i64(),
             "{line}"
         );
+        // Everything logged during the attempt (the connector, the rate gate) is inside one
+        // `attempt` span that names the delivery.
+        let span = &line["span"];
+        assert_eq!(span["name"], "attempt", "{line}");
+        assert_eq!(span["destination"], "crm", "{line}");
+        assert_eq!(span["delivery_id"], line["delivery_id"], "{line}");
+        assert_eq!(span["participation_id"], "restart-1", "{line}");
+        assert_eq!(span["attempt"], line["attempt"], "{line}");
     }
     for secret in [
         PASSWORD,
