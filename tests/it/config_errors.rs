@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use hookfan::config::{Config, ConfigError, Problem, RetryPolicy};
 
+use crate::support::OPEN_SOURCE as SOURCE;
+
 /// The environment the tests pretend to run in.
 fn env(name: &str) -> Option<String> {
     match name {
@@ -69,7 +71,6 @@ fn assert_at(p: &Problem, line: usize, column: usize, key: &str, words: &[&str])
 }
 
 /// The smallest valid start: one source.
-const SOURCE: &str = "[sources.qualifio]\nauth = \"none\"\n";
 
 // ---------------------------------------------------------------------------------------------
 // TOML itself

@@ -12,26 +12,11 @@ use tokio::time::Instant;
 
 use crate::fakes::crm::{FakeCrm, Reply};
 use crate::support::{
-    Relay, fixture, for_destination, incoming, leave_a_dead_claim, v2_with_id, wait_deliveries,
+    Relay, config, fixture, for_destination, incoming, leave_a_dead_claim, v2_with_id,
+    wait_deliveries,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// One open source and the destinations given.
-fn config(destinations: &str) -> String {
-    format!(
-        r#"
-[sources.qualifio]
-auth = "none"
-
-[retry]
-schedule = ["200ms", "200ms", "200ms"]
-jitter = 0.0
-
-{destinations}
-"#
-    )
-}
 
 fn webhook(name: &str, url: &str, extra: &str) -> String {
     format!(
@@ -367,7 +352,10 @@ async fn a_lease_left_by_a_killed_worker_is_taken_over() {
             .is_empty()
     );
 
-    let relay = Relay::start_in(dir, &config(&webhook("crm", &crm.url("/in"), ""))).await;
+    let relay = Relay::with(&config(&webhook("crm", &crm.url("/in"), "")))
+        .dir(dir)
+        .start()
+        .await;
     let got = crm.wait_for(1, WAIT).await;
     assert_eq!(got[0].json()["campaign"], "Test Mr.Wonderful");
     let rows = wait_deliveries(&store, for_destination("crm"), Status::Delivered, 1, WAIT).await;
@@ -441,7 +429,7 @@ async fn routing_is_fixed_at_accept_but_the_mapping_applies_at_delivery() {
         webhook("newcomer", &crm.url("/newcomer"), "")
     );
     crm.set_default(Reply::status(200));
-    let relay = Relay::start_in(dir, &config(&second)).await;
+    let relay = Relay::with(&config(&second)).dir(dir).start().await;
     let got = crm.wait_for(2, WAIT).await;
     assert_eq!(
         got[1].path, "/crm",

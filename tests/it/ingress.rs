@@ -463,7 +463,11 @@ async fn a_store_that_cannot_commit_gets_503_never_2xx() {
             .await
             .unwrap(),
     );
-    let relay = Relay::start_with_store(dir.clone(), CONFIG, store).await;
+    let relay = Relay::with(CONFIG)
+        .dir(dir.clone())
+        .store(store)
+        .start()
+        .await;
     let url = relay.url("/hooks/open");
 
     // Another process holds the write lock.
@@ -562,7 +566,7 @@ async fn server_tls_serves_https() {
         String::from_utf8_lossy(&made.stderr)
     );
     let config = format!("[server.tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n{CONFIG}");
-    let relay = Relay::start_tls(dir, &config).await;
+    let relay = Relay::with(&config).dir(dir).tls().start().await;
     let r = relay
         .client
         .post(relay.url("/hooks/open"))

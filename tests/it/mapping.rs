@@ -33,8 +33,9 @@ fn quoted(text: &str) -> String {
 
 /// One file destination named `d` with these fields (and `when`, if any).
 fn config_with(fields: &[(&str, &str)], when: Option<&str>) -> Config {
-    let mut text = String::from(
-        "[sources.qualifio]\nauth = \"none\"\n\n[destinations.d]\ntype = \"file\"\npath = \"out.jsonl\"\n",
+    let mut text = format!(
+        "{}\n[destinations.d]\ntype = \"file\"\npath = \"out.jsonl\"\n",
+        crate::support::OPEN_SOURCE
     );
     if let Some(when) = when {
         text.push_str(&format!("when = {}\n", quoted(when)));

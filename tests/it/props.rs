@@ -177,7 +177,7 @@ const WHENS: &[&str] = &[
 
 /// A config with one destination holding every field template, one per `when`.
 fn config() -> Config {
-    let mut text = String::from("[sources.qualifio]\nauth = \"none\"\n");
+    let mut text = String::from(crate::support::OPEN_SOURCE);
     text.push_str("[destinations.fields]\ntype = \"file\"\npath = \"f.jsonl\"\n");
     text.push_str("[destinations.fields.fields]\n");
     for (i, template) in FIELDS.iter().enumerate() {
@@ -265,9 +265,12 @@ fn mapping_never_panics_on_arbitrary_json() {
 /// Each plain path template on its own: printing any value, present or not, never fails.
 #[test]
 fn printing_any_value_never_fails() {
-    let text = "[sources.qualifio]\nauth = \"none\"\n[destinations.d]\ntype = \"file\"\npath = \"f.jsonl\"\nfields = { a = \"{{ crm }}\", b = \"{{ form }}\", c = \"{{ participant.x.y }}\", d = \"{{ campaign.channel.website }}\" }\n";
-    let config =
-        Config::parse(text, Path::new("hookfan.toml"), &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let text = format!(
+        "{}[destinations.d]\ntype = \"file\"\npath = \"f.jsonl\"\nfields = {{ a = \"{{{{ crm }}}}\", b = \"{{{{ form }}}}\", c = \"{{{{ participant.x.y }}}}\", d = \"{{{{ campaign.channel.website }}}}\" }}\n",
+        crate::support::OPEN_SOURCE
+    );
+    let config = Config::parse(&text, Path::new("hookfan.toml"), &|_| None)
+        .unwrap_or_else(|e| panic!("{e}"));
     let mapper = config.mapper().unwrap_or_else(|e| panic!("{e}"));
     let mut runner = TestRunner::new(runner_config());
     let result = runner.run(&payload(), |doc| {

@@ -45,15 +45,8 @@ impl Setup {
 
     /// One open source, short retries, and a `sheet` destination with `extra` keys and `fields`.
     fn config(&self, extra: &str, fields: &str) -> String {
-        format!(
+        crate::support::config(&format!(
             r#"
-[sources.qualifio]
-auth = "none"
-
-[retry]
-schedule = ["200ms", "200ms", "200ms"]
-jitter = 0.0
-
 [destinations.sheet]
 type = "google_sheets"
 spreadsheet_id = "{ID}"
@@ -67,11 +60,14 @@ api_base = "{base}"
 "#,
             key = self.key.display(),
             base = self.google.base,
-        )
+        ))
     }
 
     async fn relay(&self, extra: &str, fields: &str) -> Relay {
-        Relay::start_in(self.dir.clone(), &self.config(extra, fields)).await
+        Relay::with(&self.config(extra, fields))
+            .dir(self.dir.clone())
+            .start()
+            .await
     }
 
     fn rows(&self) -> Vec<Vec<String>> {
@@ -711,7 +707,7 @@ async fn the_readme_guide_works_against_the_fake() {
             s.google.base
         ),
     );
-    let text = format!("[sources.qualifio]\nauth = \"none\"\n\n{text}");
+    let text = format!("{}\n{text}", crate::support::OPEN_SOURCE);
     let config = write_config(s.dir.path(), &text);
 
     let reached = hookfan::commands::check::online(&config, Some("results"))
@@ -734,7 +730,7 @@ async fn the_readme_guide_works_against_the_fake() {
         "the README shows another preview:\n{shown}"
     );
 
-    let relay = Relay::start_in(s.dir.clone(), &text).await;
+    let relay = Relay::with(&text).dir(s.dir.clone()).start().await;
     relay.accept(v2_with_id("readme-1")).await;
     let rows = s.google.wait_rows(ID, TAB, 2, WAIT).await;
     assert_eq!(
@@ -899,7 +895,11 @@ async fn figures() {
         r.unwrap();
     }
     let started = Instant::now();
-    let relay = Relay::start_with_store(s.dir.clone(), &s.config("", FIELDS), store).await;
+    let relay = Relay::with(&s.config("", FIELDS))
+        .dir(s.dir.clone())
+        .store(store)
+        .start()
+        .await;
     s.google
         .wait_rows(ID, TAB, n + 1, Duration::from_secs(600))
         .await;

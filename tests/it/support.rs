@@ -38,6 +38,17 @@ pub fn v2_with_id(id: &str) -> String {
     doc.to_string()
 }
 
+/// The open `qualifio` source most stories post to.
+pub const OPEN_SOURCE: &str = "[sources.qualifio]\nauth = \"none\"\n";
+
+/// The preamble most delivery stories share: the open source and a short retry schedule (three
+/// retries 200 ms apart, no jitter), then `rest` (the destinations).
+pub fn config(rest: &str) -> String {
+    format!(
+        "{OPEN_SOURCE}\n[retry]\nschedule = [\"200ms\", \"200ms\", \"200ms\"]\njitter = 0.0\n\n{rest}\n"
+    )
+}
+
 pub struct Relay {
     pub base: String,
     pub dir: Arc<TempDir>,
@@ -46,75 +57,63 @@ pub struct Relay {
     task: Option<JoinHandle<Result<(), hookfan::RunError>>>,
 }
 
-impl Relay {
-    /// Writes `config` into a new temporary folder and runs the relay on it.
-    pub async fn start(config: &str) -> Relay {
-        Relay::start_in(Arc::new(tempfile::tempdir().unwrap()), config).await
+/// How a test's relay runs: in a new temporary folder or a given one (a restart keeps its
+/// folder and database), on the store named by the config or one the test opened, over HTTP or
+/// HTTPS.
+pub struct RelayBuilder {
+    config: String,
+    dir: Option<Arc<TempDir>>,
+    store: Option<Arc<dyn Store>>,
+    tls: bool,
+}
+
+impl RelayBuilder {
+    /// Runs in `dir` (a restart keeps the folder and its database).
+    pub fn dir(mut self, dir: Arc<TempDir>) -> Self {
+        self.dir = Some(dir);
+        self
     }
 
-    /// Runs the relay on `config` in `dir` (a restart keeps the folder and its database).
-    pub async fn start_in(dir: Arc<TempDir>, config: &str) -> Relay {
+    /// Runs on a store the test opened itself.
+    pub fn store(mut self, store: Arc<dyn Store>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
+    /// Serves HTTPS (the config has a `[server.tls]`); the client trusts any certificate, as
+    /// the test's is self-signed.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
+        self
+    }
+
+    /// Writes the config into the folder, starts the relay on 127.0.0.1:0 and waits until it
+    /// answers.
+    pub async fn start(self) -> Relay {
         init();
-        let config = write_config(dir.path(), config);
+        let dir = self
+            .dir
+            .unwrap_or_else(|| Arc::new(tempfile::tempdir().unwrap()));
+        let config = write_config(dir.path(), &self.config);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(hookfan::run(config, listener, async {
+        let port = listener.local_addr().unwrap().port();
+        let (stop, rx) = oneshot::channel::<()>();
+        let shutdown = async {
             let _ = rx.await;
-        }));
-        Relay::ready(base, dir, tx, task).await
-    }
-
-    /// Runs the relay on a store the test opened itself.
-    pub async fn start_with_store(dir: Arc<TempDir>, config: &str, store: Arc<dyn Store>) -> Relay {
-        init();
-        let config = write_config(dir.path(), config);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(hookfan::run_with_store(config, store, listener, async {
-            let _ = rx.await;
-        }));
-        Relay::ready(base, dir, tx, task).await
-    }
-
-    /// Runs the relay serving HTTPS (`config` has a `[server.tls]`); the client trusts any
-    /// certificate, as the test's is self-signed.
-    pub async fn start_tls(dir: Arc<TempDir>, config: &str) -> Relay {
-        init();
-        let config = write_config(dir.path(), config);
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!(
-            "https://localhost:{}",
-            listener.local_addr().unwrap().port()
-        );
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(hookfan::run(config, listener, async {
-            let _ = rx.await;
-        }));
-        let client = reqwest::Client::builder()
-            .danger_accept_invalid_certs(true)
-            .build()
-            .unwrap();
-        Relay::ready_with(client, base, dir, tx, task).await
-    }
-
-    async fn ready(
-        base: String,
-        dir: Arc<TempDir>,
-        stop: oneshot::Sender<()>,
-        task: JoinHandle<Result<(), hookfan::RunError>>,
-    ) -> Relay {
-        Relay::ready_with(reqwest::Client::new(), base, dir, stop, task).await
-    }
-
-    async fn ready_with(
-        client: reqwest::Client,
-        base: String,
-        dir: Arc<TempDir>,
-        stop: oneshot::Sender<()>,
-        task: JoinHandle<Result<(), hookfan::RunError>>,
-    ) -> Relay {
+        };
+        let task = match self.store {
+            Some(store) => tokio::spawn(hookfan::run_with_store(config, store, listener, shutdown)),
+            None => tokio::spawn(hookfan::run(config, listener, shutdown)),
+        };
+        let (base, client) = if self.tls {
+            let client = reqwest::Client::builder()
+                .danger_accept_invalid_certs(true)
+                .build()
+                .unwrap();
+            (format!("https://localhost:{port}"), client)
+        } else {
+            (format!("http://127.0.0.1:{port}"), reqwest::Client::new())
+        };
         for _ in 0..200 {
             if client.get(format!("{base}/healthz")).send().await.is_ok() {
                 return Relay {
@@ -128,6 +127,23 @@ impl Relay {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the relay did not start: {:?}", task.await);
+    }
+}
+
+impl Relay {
+    /// A relay on `config`, to be started after any choices ([`RelayBuilder`]).
+    pub fn with(config: &str) -> RelayBuilder {
+        RelayBuilder {
+            config: config.to_string(),
+            dir: None,
+            store: None,
+            tls: false,
+        }
+    }
+
+    /// The usual case: `config` in a new temporary folder, over HTTP.
+    pub async fn start(config: &str) -> Relay {
+        Relay::with(config).start().await
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -30,18 +30,7 @@ const OPTION_F: &str = "6a0000000000000000000f01";
 /// One open source, a short retry schedule, and a `winners` Trello destination on the fake
 /// with `extra` keys (and sub-tables) after the required ones.
 fn config(trello: &FakeTrello, extra: &str) -> String {
-    format!(
-        r#"
-[sources.qualifio]
-auth = "none"
-
-[retry]
-schedule = ["200ms", "200ms", "200ms"]
-jitter = 0.0
-
-{}"#,
-        destination("winners", trello, KEY, TOKEN, LIST, extra)
-    )
+    crate::support::config(&destination("winners", trello, KEY, TOKEN, LIST, extra))
 }
 
 fn destination(
@@ -398,7 +387,8 @@ async fn a_bad_token_and_a_missing_list_are_dead_with_their_reason() {
     let wrong_token = "ATTAwrongtoken000000000000000000";
     let missing_list = "6a00000000000000000000aa";
     let cfg = format!(
-        "[sources.qualifio]\nauth = \"none\"\n[retry]\nschedule = [\"200ms\"]\njitter = 0.0\n{}{}",
+        "{}[retry]\nschedule = [\"200ms\"]\njitter = 0.0\n{}{}",
+        crate::support::OPEN_SOURCE,
         destination("bad_token", &trello, KEY, wrong_token, LIST, ""),
         destination("no_list", &trello, KEY, TOKEN, missing_list, ""),
     );
@@ -538,7 +528,8 @@ async fn check_online_names_the_list_and_its_board() {
     let trello = FakeTrello::start().await;
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
-        "[sources.qualifio]\nauth = \"none\"\n{}{}{}",
+        "{}{}{}{}",
+        crate::support::OPEN_SOURCE,
         destination("winners", &trello, KEY, TOKEN, LIST, ""),
         destination(
             "bad_token",
@@ -629,7 +620,7 @@ async fn a_worker_that_died_after_creating_the_card_does_not_cause_a_second() {
     assert!(made.status().is_success());
 
     let extra = "desc = \"{{ participation.id }}\"";
-    let relay = Relay::start_in(dir, &config(&trello, extra)).await;
+    let relay = Relay::with(&config(&trello, extra)).dir(dir).start().await;
     let rows = winners(&store, Status::Delivered, 1).await;
     assert_eq!(rows[0].attempts, 1);
     assert_eq!(trello.cards().len(), 1, "the new worker made a second card");

@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -68,23 +68,11 @@ impl FakeCrm {
             received: Vec::new(),
         }));
         let arrived = Arc::new(Notify::new());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let (s, a) = (state.clone(), arrived.clone());
-        let server = HttpServer::new(move || {
+        let base = super::serve(1, move |req: HttpRequest, body: web::Bytes| {
             let (s, a) = (s.clone(), a.clone());
-            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                let (s, a) = (s.clone(), a.clone());
-                async move { answer(req, body, s, a).await }
-            }))
-        })
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(0)
-        .listen(listener)
-        .unwrap()
-        .run();
-        tokio::spawn(server);
+            async move { answer(req, body, s, a).await }
+        });
         FakeCrm {
             base,
             state,

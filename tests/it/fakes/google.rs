@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde_json::{Value, json};
@@ -90,31 +90,15 @@ impl FakeGoogle {
         }));
         let arrived = Arc::new(Notify::new());
         let public_key: Arc<Vec<u8>> = Arc::new(public_key_der());
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let token_uri = format!("{base}/token");
         let (s, a) = (state.clone(), arrived.clone());
-        let server = HttpServer::new(move || {
-            let (s, a, k, t) = (s.clone(), a.clone(), public_key.clone(), token_uri.clone());
-            App::new()
-                // A 2 MB append must get through.
-                .app_data(web::PayloadConfig::new(16 << 20))
-                .default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                    let (s, a, k, t) = (s.clone(), a.clone(), k.clone(), t.clone());
-                    async move {
-                        let response = answer(&req, &body, &s, &k, &t);
-                        a.notify_waiters();
-                        response
-                    }
-                }))
-        })
-        .workers(2)
-        .disable_signals()
-        .shutdown_timeout(0)
-        .listen(listener)
-        .unwrap()
-        .run();
-        tokio::spawn(server);
+        let base = super::serve(2, move |req: HttpRequest, body: web::Bytes| {
+            let (s, a, k) = (s.clone(), a.clone(), public_key.clone());
+            async move {
+                let response = answer(&req, &body, &s, &k);
+                a.notify_waiters();
+                response
+            }
+        });
         FakeGoogle {
             base,
             state,
@@ -349,13 +333,9 @@ fn rows_of(body: &Value) -> Vec<Vec<String>> {
         .unwrap_or_default()
 }
 
-fn answer(
-    req: &HttpRequest,
-    body: &[u8],
-    state: &Mutex<State>,
-    public_key: &[u8],
-    token_uri: &str,
-) -> HttpResponse {
+fn answer(req: &HttpRequest, body: &[u8], state: &Mutex<State>, public_key: &[u8]) -> HttpResponse {
+    // The JWT's audience must be the token endpoint it was posted to: this one.
+    let token_uri = format!("http://{}/token", req.connection_info().host());
     let query: HashMap<String, String> = url::form_urlencoded::parse(req.query_string().as_bytes())
         .into_owned()
         .collect();
@@ -398,7 +378,7 @@ fn answer(
     };
 
     let result = handle(
-        &mut s, call, &id, &range, &query, body, &body_json, req, public_key, token_uri,
+        &mut s, call, &id, &range, &query, body, &body_json, req, public_key, &token_uri,
     );
     let (reply, problem) = match result {
         Ok(r) => (r, None),

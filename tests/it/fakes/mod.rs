@@ -4,8 +4,35 @@ pub mod crm;
 pub mod google;
 pub mod trello;
 
-use actix_web::HttpRequest;
+use std::future::Future;
+
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use tokio::time::Instant;
+
+/// Serves every request with `handler` on 127.0.0.1:0, in the test's runtime; returns the base
+/// URL (`http://127.0.0.1:PORT`). Bodies up to 16 MiB are read (a 2 MB Sheets append must get
+/// through).
+pub fn serve<F, Fut>(workers: usize, handler: F) -> String
+where
+    F: Fn(HttpRequest, web::Bytes) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = HttpResponse> + 'static,
+{
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(web::PayloadConfig::new(16 << 20))
+            .default_service(web::to(handler.clone()))
+    })
+    .workers(workers)
+    .disable_signals()
+    .shutdown_timeout(0)
+    .listen(listener)
+    .unwrap()
+    .run();
+    tokio::spawn(server);
+    base
+}
 
 /// A request a fake received.
 #[derive(Debug, Clone)]

@@ -3,7 +3,7 @@
 //! carries [`KEY`] and [`TOKEN`]; a test can script an answer for the next matching request,
 //! with or without doing the work first (a 504 after the card was made).
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -59,23 +59,11 @@ impl FakeTrello {
             script: Vec::new(),
             made: 0,
         }));
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let s = state.clone();
-        let server = HttpServer::new(move || {
+        let base = super::serve(1, move |req: HttpRequest, body: web::Bytes| {
             let s = s.clone();
-            App::new().default_service(web::to(move |req: HttpRequest, body: web::Bytes| {
-                let s = s.clone();
-                async move { answer(req, body, s).await }
-            }))
-        })
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(0)
-        .listen(listener)
-        .unwrap()
-        .run();
-        tokio::spawn(server);
+            async move { answer(req, body, s).await }
+        });
         FakeTrello { base, state }
     }
 
