@@ -31,6 +31,7 @@ pub mod destinations;
 pub mod ingress;
 pub mod mapping;
 pub mod payload;
+pub mod random;
 pub mod router;
 pub mod shutdown;
 pub mod store;

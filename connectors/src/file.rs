@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
+use crate::Pace;
 use crate::body::{self, BodyKind};
 use crate::{
     Attempt, ConfigIssue, Connector, ConnectorError, Described, DestinationConfig, DestinationType,
@@ -86,14 +87,24 @@ impl FileSink {
         }
     }
 
+    /// Appends `text` whole or not at all: a write that fails part-way (a full disk) is cut back
+    /// to the length the file had, so a retry appends no torn line and repeats no record.
     fn append(path: &Path, text: &[u8]) -> std::io::Result<()> {
         let mut file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)?;
-        file.write_all(text)?;
-        file.flush()?;
-        file.sync_data()
+        let before = file.metadata()?.len();
+        let Err(e) = file.write_all(text).and_then(|()| file.sync_data()) else {
+            return Ok(());
+        };
+        match file.set_len(before).and_then(|()| file.sync_data()) {
+            Ok(()) => Err(e),
+            Err(undo) => Err(std::io::Error::new(
+                e.kind(),
+                format!("{e}; and the partial write could not be taken back: {undo}"),
+            )),
+        }
     }
 }
 
@@ -103,13 +114,21 @@ impl Connector for FileSink {
         BATCH
     }
 
-    async fn deliver(&self, records: &[Record]) -> Vec<Attempt> {
+    /// A blocking write goes on when its future is dropped: the worker must wait for it, not
+    /// record a time-out while the lines may still land.
+    fn stops_when_dropped(&self) -> bool {
+        false
+    }
+
+    async fn deliver(&self, records: &[Record], pace: &dyn Pace) -> Vec<Attempt> {
         let mut text = String::new();
         for record in records {
             text.push_str(&self.line(record));
             text.push('\n');
         }
         let _guard = self.lock.lock().await;
+        // An append is one call, for a `rate_limit` set on a file destination.
+        let _call = pace.call().await;
         let path = self.config.path.clone();
         let result =
             tokio::task::spawn_blocking(move || Self::append(&path, text.as_bytes())).await;
@@ -157,8 +176,8 @@ impl Connector for FileSink {
 
 #[cfg(test)]
 mod tests {
-
     use super::*;
+    use crate::pace::Unlimited;
 
     fn record(id: i64, fields: &[(&str, &str)]) -> Record {
         Record {
@@ -185,14 +204,17 @@ mod tests {
             body: BodyKind::Fields,
         });
         let got = sink
-            .deliver(&[record(1, &[("email", "a@b.c")]), record(2, &[("a.b", "x")])])
+            .deliver(
+                &[record(1, &[("email", "a@b.c")]), record(2, &[("a.b", "x")])],
+                &Unlimited,
+            )
             .await;
         assert!(got.iter().all(|a| a.outcome == Outcome::Delivered));
         let raw = FileSink::new(FileConfig {
             path: path.clone(),
             body: BodyKind::Raw,
         });
-        raw.deliver(&[record(3, &[])]).await;
+        raw.deliver(&[record(3, &[])], &Unlimited).await;
         let text = std::fs::read_to_string(&path).unwrap();
         assert_eq!(
             text,
@@ -207,7 +229,7 @@ mod tests {
             path: dir.path().join("no/such/dir/out.jsonl"),
             body: BodyKind::Fields,
         });
-        let got = sink.deliver(&[record(1, &[])]).await;
+        let got = sink.deliver(&[record(1, &[])], &Unlimited).await;
         assert!(matches!(got[0].outcome, Outcome::Retry { .. }));
         assert!(sink.check().await.is_err());
     }

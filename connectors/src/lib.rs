@@ -9,6 +9,7 @@
 //! - [`secret`]: a string whose `Debug` and `Display` print `***`.
 //! - [`units`]: human durations (`"10s"`), sizes (`"1MiB"`) and rates (`"50/min"`).
 //! - [`outcome`]: the one table that turns an HTTP status or a transport error into an outcome.
+//! - [`pace`]: what a connector asks before each call, so a rate limit counts every call.
 //! - [`http`]: the shared reqwest client.
 //! - [`body`]: mapped fields → JSON object (dotted names nest) or form body.
 //! - [`webhook`], [`file`], [`sheets`], [`trello`]: one destination each.
@@ -19,6 +20,7 @@ pub mod file;
 pub mod http;
 pub mod keypath;
 pub mod outcome;
+pub mod pace;
 pub mod secret;
 pub mod sheets;
 pub mod trello;
@@ -30,6 +32,7 @@ use std::sync::Arc;
 pub use destination::{DestinationConfig, DestinationType, Template};
 pub use keypath::{KeyPart, KeyPath};
 pub use outcome::{Attempt, Outcome};
+pub use pace::{Call, Pace};
 pub use secret::Secret;
 
 /// One delivery handed to a connector: the mapped fields, the original notification, and whatever
@@ -109,19 +112,21 @@ pub trait Connector: Send + Sync {
         std::time::Duration::ZERO
     }
 
-    /// How many calls to the destination one `deliver` makes (a Trello card: the card, each
-    /// custom field, the attachments; a Sheets batch: one append); the rate limit counts calls.
-    fn calls_per_delivery(&self) -> u32 {
-        1
-    }
-
     /// The longest one `deliver` call may take; leases are sized from it.
     fn timeout(&self) -> std::time::Duration {
         http::DEFAULT_TIMEOUT
     }
 
+    /// Whether dropping a `deliver` future stops its work. An HTTP request stops when dropped,
+    /// so the worker may give up on it after [`Connector::timeout`]; a connector whose work
+    /// goes on (a blocking file write) says `false`, and the worker waits for its outcome.
+    fn stops_when_dropped(&self) -> bool {
+        true
+    }
+
     /// Makes one attempt for each record and returns exactly one [`Attempt`] per record, in order.
-    async fn deliver(&self, records: &[Record]) -> Vec<Attempt>;
+    /// Every call to the destination first asks `pace`, and holds the [`Call`] until answered.
+    async fn deliver(&self, records: &[Record], pace: &dyn Pace) -> Vec<Attempt>;
 
     /// A real, harmless call that proves the destination is reachable and the credentials work.
     /// Returns a one-line description of what was found.

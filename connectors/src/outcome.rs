@@ -21,6 +21,9 @@ pub enum Outcome {
     Failed {
         reason: String,
     },
+    /// Not attempted: the batch stopped before this record's call (an earlier call of the same
+    /// batch was refused). The delivery stays due, with no attempt counted.
+    Unsent,
 }
 
 impl Outcome {
@@ -37,18 +40,9 @@ impl Outcome {
         }
     }
 
-    /// `delivered`, `retry` or `failed`, for logs.
-    pub fn label(&self) -> &'static str {
-        match self {
-            Outcome::Delivered => "delivered",
-            Outcome::Retry { .. } => "retry",
-            Outcome::Failed { .. } => "failed",
-        }
-    }
-
     pub fn reason(&self) -> Option<&str> {
         match self {
-            Outcome::Delivered => None,
+            Outcome::Delivered | Outcome::Unsent => None,
             Outcome::Retry { reason, .. } | Outcome::Failed { reason } => Some(reason),
         }
     }

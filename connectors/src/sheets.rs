@@ -21,6 +21,7 @@ use reqwest::{Method, Url};
 use tokio::sync::{Mutex, OnceCell};
 use tokio::time::Instant;
 
+use crate::pace::{Pace, Unlimited};
 use crate::units::Rate;
 use crate::{Attempt, Connector, ConnectorError, Described, Outcome, Record};
 use api::{Api, Refused, Target};
@@ -111,14 +112,14 @@ impl Sheets {
     }
 
     /// `values.get` of row 1, as text.
-    async fn read_header(&self, tokens: &Tokens) -> Result<Vec<String>, Refused> {
+    async fn read_header(&self, tokens: &Tokens, pace: &dyn Pace) -> Result<Vec<String>, Refused> {
         let url = self.api.url(
             &["values", &a1(&self.config.sheet, "1:1")],
             &[("majorDimension", "ROWS")],
         )?;
         let text = self
             .api
-            .call(tokens, &self.target(tokens), Method::GET, url, None)
+            .call(tokens, &self.target(tokens), pace, Method::GET, url, None)
             .await?;
         let range: api::ValueRange = serde_json::from_str(&text)
             .map_err(|e| Refused::retry(format!("unexpected answer to values.get: {e}")))?;
@@ -140,6 +141,7 @@ impl Sheets {
     async fn write_header(
         &self,
         tokens: &Tokens,
+        pace: &dyn Pace,
         first: usize,
         names: &[String],
     ) -> Result<(), Refused> {
@@ -165,7 +167,14 @@ impl Sheets {
         let body = serde_json::to_string(&body)
             .map_err(|e| Refused::failed(format!("cannot encode the header row: {e}")))?;
         self.api
-            .call(tokens, &self.target(tokens), Method::PUT, url, Some(body))
+            .call(
+                tokens,
+                &self.target(tokens),
+                pace,
+                Method::PUT,
+                url,
+                Some(body),
+            )
             .await?;
         Ok(())
     }
@@ -176,6 +185,7 @@ impl Sheets {
     async fn columns(
         &self,
         tokens: &Tokens,
+        pace: &dyn Pace,
         fields: &[&str],
     ) -> Result<HashMap<String, usize>, Refused> {
         let mut cache = self.header.lock().await;
@@ -186,7 +196,7 @@ impl Sheets {
         let (plan, read_at) = loop {
             let (header, read_at, fresh) = match cached.take() {
                 Some((cells, at)) => (cells, at, false),
-                None => (self.read_header(tokens).await?, Instant::now(), true),
+                None => (self.read_header(tokens, pace).await?, Instant::now(), true),
             };
             let plan = layout::plan_header(&header, fields, self.config.add_missing_columns);
             if fresh || (plan.write.is_none() && plan.missing.is_empty()) {
@@ -195,7 +205,7 @@ impl Sheets {
         };
         if let Some((first, names)) = &plan.write {
             // On failure nothing is cached: row 1 is read again next time.
-            self.write_header(tokens, *first, names).await?;
+            self.write_header(tokens, pace, *first, names).await?;
             tracing::info!(sheet = %self.config.sheet, first_column = %column_letter(*first), added = names.len(), "google_sheets: wrote header cells");
         }
         let columns = layout::column_map(&plan.header);
@@ -212,7 +222,12 @@ impl Sheets {
     }
 
     /// One `values.append` of `rows` after the last row of the tab's table.
-    async fn append(&self, tokens: &Tokens, rows: &[&[String]]) -> Result<String, Refused> {
+    async fn append(
+        &self,
+        tokens: &Tokens,
+        pace: &dyn Pace,
+        rows: &[&[String]],
+    ) -> Result<String, Refused> {
         let range = a1(&self.config.sheet, "A1");
         let url = self.api.url(
             &["values", &format!("{range}:append")],
@@ -228,7 +243,14 @@ impl Sheets {
         let body = serde_json::to_string(&body)
             .map_err(|e| Refused::failed(format!("cannot encode the rows: {e}")))?;
         self.api
-            .call(tokens, &self.target(tokens), Method::POST, url, Some(body))
+            .call(
+                tokens,
+                &self.target(tokens),
+                pace,
+                Method::POST,
+                url,
+                Some(body),
+            )
             .await
     }
 
@@ -270,7 +292,7 @@ impl Connector for Sheets {
         DELIVER_TIMEOUT
     }
 
-    async fn deliver(&self, records: &[Record]) -> Vec<Attempt> {
+    async fn deliver(&self, records: &[Record], pace: &dyn Pace) -> Vec<Attempt> {
         if records.is_empty() {
             return Vec::new();
         }
@@ -288,7 +310,10 @@ impl Connector for Sheets {
                 }
             }
             Columns::Header => {
-                let columns = match self.columns(tokens, &batch::field_names(records)).await {
+                let columns = match self
+                    .columns(tokens, pace, &batch::field_names(records))
+                    .await
+                {
                     Ok(c) => c,
                     Err(refused) => {
                         if refused.range_problem {
@@ -309,21 +334,15 @@ impl Connector for Sheets {
                 }
             }
         }
-        let mut stopped: Option<Attempt> = None;
+        let mut stopped = false;
         for chunk in batch::chunks(&rows) {
-            let attempt = match &stopped {
-                // After a refusal the rest would be refused too: same outcome, no more calls.
-                Some(a) => a.clone(),
-                None => match self
-                    .append(
-                        tokens,
-                        &chunk
-                            .iter()
-                            .map(|(_, r)| r.cells.as_slice())
-                            .collect::<Vec<_>>(),
-                    )
-                    .await
-                {
+            let attempt = if stopped {
+                // After a refusal the rest would likely be refused too: no more calls. Only the
+                // refused chunk's records take its outcome; these stay due, unattempted.
+                Attempt::new(Outcome::Unsent)
+            } else {
+                let cells: Vec<&[String]> = chunk.iter().map(|(_, r)| r.cells.as_slice()).collect();
+                match self.append(tokens, pace, &cells).await {
                     Ok(body) => {
                         let mut a = Attempt::from_status(200, None, crate::outcome::excerpt(&body));
                         a.warnings = batch::placement_warnings(&body, chunk.len());
@@ -333,10 +352,10 @@ impl Connector for Sheets {
                         if refused.range_problem {
                             self.forget_header().await;
                         }
-                        stopped = Some((*refused.attempt).clone());
+                        stopped = true;
                         *refused.attempt
                     }
-                },
+                }
             };
             for (i, row) in chunk {
                 let mut a = attempt.clone();
@@ -370,7 +389,14 @@ impl Connector for Sheets {
             .map_err(refused)?;
         let text = self
             .api
-            .call(tokens, &self.target(tokens), Method::GET, url, None)
+            .call(
+                tokens,
+                &self.target(tokens),
+                &Unlimited,
+                Method::GET,
+                url,
+                None,
+            )
             .await
             .map_err(refused)?;
         let doc: api::Spreadsheet = serde_json::from_str(&text).map_err(|e| {
@@ -410,7 +436,10 @@ impl Connector for Sheets {
                 false
             }
             Columns::Header => {
-                let header = self.read_header(tokens).await.map_err(refused)?;
+                let header = self
+                    .read_header(tokens, &Unlimited)
+                    .await
+                    .map_err(refused)?;
                 let (report, fatal) =
                     layout::header_report(&header, &names, self.config.add_missing_columns);
                 lines.extend(report);
@@ -446,7 +475,7 @@ impl Connector for Sheets {
             return Ok(self.describe(record));
         }
         let tokens = self.tokens().await.map_err(ConnectorError::Check)?;
-        let header = self.read_header(tokens).await.map_err(|r| {
+        let header = self.read_header(tokens, &Unlimited).await.map_err(|r| {
             ConnectorError::Check(r.attempt.outcome.reason().unwrap_or("refused").to_string())
         })?;
         let names: Vec<&str> = record.fields.iter().map(|(n, _)| n.as_str()).collect();

@@ -13,6 +13,7 @@ use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
 use serde_json::{Value, json};
 
 use crate::outcome::cut;
+use crate::pace::{Pace, Unlimited};
 use crate::{Attempt, Connector, ConnectorError, Described, Outcome, Record};
 use config::is_id;
 pub use config::{
@@ -129,12 +130,15 @@ impl Trello {
             .timeout(time_left.min(CALL_TIMEOUT))
     }
 
-    /// Sends a request; a 2xx gives its body, anything else the classified attempt.
+    /// Sends a request, as one call `pace` counts; a 2xx gives its body, anything else the
+    /// classified attempt.
     async fn send(
         &self,
         request: reqwest::RequestBuilder,
         step: Step<'_>,
+        pace: &dyn Pace,
     ) -> Result<(u16, String), Attempt> {
+        let _call = pace.call().await;
         let response = match request.send().await {
             Ok(r) => r,
             Err(e) => return Err(with_context(Attempt::from_transport_error(e), step)),
@@ -188,12 +192,12 @@ impl Trello {
         attempt
     }
 
-    async fn create_card(&self, plan: &Plan, time_left: Duration) -> Created {
+    async fn create_card(&self, plan: &Plan, time_left: Duration, pace: &dyn Pace) -> Created {
         let request = self
             .request(reqwest::Method::POST, "/1/cards", time_left)
             .json(&plan.card);
         let step = Step::CreateCard;
-        let body = match self.send(request, step).await {
+        let body = match self.send(request, step, pace).await {
             Ok((_, body)) => body,
             // Only an answer that says no proves there is no card.
             Err(a) if refused(&a) => return Created::Refused(a),
@@ -225,13 +229,14 @@ impl Trello {
         plan: &Plan,
         since: i64,
         time_left: Duration,
+        pace: &dyn Pace,
     ) -> Result<Option<(String, Option<String>)>, Attempt> {
         let path = format!(
             "/1/lists/{}/cards?fields=name,desc,shortUrl",
             self.config.list_id
         );
         let request = self.request(reqwest::Method::GET, &path, time_left);
-        let (_, body) = self.send(request, Step::LookForCard).await?;
+        let (_, body) = self.send(request, Step::LookForCard, pace).await?;
         let cards: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
         // Anything since the first unanswered send: a card made by any later one counts too.
         let window =
@@ -268,7 +273,7 @@ impl Trello {
         }
     }
 
-    async fn deliver_one(&self, record: &Record) -> Attempt {
+    async fn deliver_one(&self, record: &Record, pace: &dyn Pace) -> Attempt {
         let plan = match plan::plan(&self.config, record) {
             Ok(plan) => plan,
             Err(reason) => return Attempt::new(Outcome::failed(reason)),
@@ -283,14 +288,20 @@ impl Trello {
             progress.unconfirmed_since =
                 Some(progress.unconfirmed_since.map_or(since, |s| s.min(since)));
         }
-        let mut attempt = self.run(&plan, &mut progress, deadline).await;
+        let mut attempt = self.run(&plan, &mut progress, deadline, pace).await;
         attempt.state = progress.to_state();
         attempt.warnings.extend(plan.warnings);
         attempt
     }
 
     /// Does the steps `progress` lacks, noting each as it is done.
-    async fn run(&self, plan: &Plan, progress: &mut Progress, deadline: Instant) -> Attempt {
+    async fn run(
+        &self,
+        plan: &Plan,
+        progress: &mut Progress,
+        deadline: Instant,
+        pace: &dyn Pace,
+    ) -> Attempt {
         let time_left = || {
             let left = deadline.saturating_duration_since(Instant::now());
             (left >= MIN_STEP_TIME).then_some(left)
@@ -308,7 +319,7 @@ impl Trello {
             let Some(left) = time_left() else {
                 return out_of_time();
             };
-            match self.find_card(plan, since, left).await {
+            match self.find_card(plan, since, left, pace).await {
                 Ok(Some((id, url))) => {
                     tracing::info!(card = %id, "found the card an unanswered attempt created");
                     progress.card = Some(id);
@@ -326,7 +337,7 @@ impl Trello {
                     return out_of_time();
                 };
                 let sent_at = jiff::Timestamp::now().as_second();
-                match self.create_card(plan, left).await {
+                match self.create_card(plan, left, pace).await {
                     Created::Card { id, url } => {
                         progress.card = Some(id.clone());
                         progress.url = url;
@@ -353,7 +364,7 @@ impl Trello {
             let path = format!("/1/cards/{card}/customField/{field}/item");
             let request = self.request(reqwest::Method::PUT, &path, left).json(body);
             match self
-                .send(request, Step::CustomField { card: &card, field })
+                .send(request, Step::CustomField { card: &card, field }, pace)
                 .await
             {
                 Ok((s, _)) => {
@@ -375,7 +386,7 @@ impl Trello {
             let request = self
                 .request(reqwest::Method::POST, &path, left)
                 .json(&file.body());
-            match self.send(request, Step::Attach { card: &card }).await {
+            match self.send(request, Step::Attach { card: &card }, pace).await {
                 Ok((s, _)) => {
                     status = Some(s);
                     progress.attachments.push(file.url.clone());
@@ -407,7 +418,7 @@ impl Trello {
 
     async fn get_json(&self, path: &str, step: Step<'_>) -> Result<Value, ConnectorError> {
         let request = self.request(reqwest::Method::GET, path, CALL_TIMEOUT);
-        let (_, body) = self.send(request, step).await.map_err(|a| {
+        let (_, body) = self.send(request, step, &Unlimited).await.map_err(|a| {
             ConnectorError::Check(a.outcome.reason().unwrap_or("failed").to_string())
         })?;
         serde_json::from_str(&body).map_err(|_| {
@@ -439,18 +450,14 @@ fn with_context(mut attempt: Attempt, step: Step<'_>) -> Attempt {
 
 #[async_trait::async_trait]
 impl Connector for Trello {
-    fn calls_per_delivery(&self) -> u32 {
-        self.config.calls_per_card()
-    }
-
     fn timeout(&self) -> Duration {
         DELIVERY_TIMEOUT
     }
 
-    async fn deliver(&self, records: &[Record]) -> Vec<Attempt> {
+    async fn deliver(&self, records: &[Record], pace: &dyn Pace) -> Vec<Attempt> {
         let mut out = Vec::with_capacity(records.len());
         for record in records {
-            out.push(self.deliver_one(record).await);
+            out.push(self.deliver_one(record, pace).await);
         }
         out
     }
@@ -565,23 +572,8 @@ mod tests {
     }
 
     #[test]
-    fn a_card_costs_its_calls() {
-        let client = crate::http::client().unwrap();
+    fn the_default_rate_is_under_trellos_quota() {
         assert_eq!(config().default_rate_limit().unwrap().to_string(), "90/10s");
-        let plain = Trello::new(config(), client.clone()).unwrap();
-        assert_eq!(plain.calls_per_delivery(), 1);
-        let mut c = config();
-        c.attach_files = true;
-        c.custom_fields.insert(
-            "f1".into(),
-            CustomField {
-                kind: CustomFieldType::Text,
-                value: "x".into(),
-            },
-        );
-        assert_eq!(c.default_rate_limit().unwrap().to_string(), "90/10s");
-        let busy = Trello::new(c, client).unwrap();
-        assert_eq!(busy.calls_per_delivery(), 3);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
+use crate::Pace;
 use crate::body::{self, BodyKind};
 use crate::units::HumanDuration;
 use crate::{
@@ -254,7 +255,7 @@ impl Webhook {
         format!("msg_hookfan_{}", record.delivery_id)
     }
 
-    async fn deliver_one(&self, record: &Record) -> Attempt {
+    async fn deliver_one(&self, record: &Record, pace: &dyn Pace) -> Attempt {
         let body = self.body(record);
         let method = match self.config.method {
             Method::Post => reqwest::Method::POST,
@@ -279,6 +280,7 @@ impl Webhook {
         if let Some(t) = self.config.timeout {
             request = request.timeout(t.0);
         }
+        let _call = pace.call().await;
         match request.body(body).send().await {
             Ok(response) => Attempt::from_response(response).await,
             Err(e) => Attempt::from_transport_error(e),
@@ -295,10 +297,10 @@ impl Connector for Webhook {
             .unwrap_or(crate::http::DEFAULT_TIMEOUT)
     }
 
-    async fn deliver(&self, records: &[Record]) -> Vec<Attempt> {
+    async fn deliver(&self, records: &[Record], pace: &dyn Pace) -> Vec<Attempt> {
         let mut out = Vec::with_capacity(records.len());
         for record in records {
-            out.push(self.deliver_one(record).await);
+            out.push(self.deliver_one(record, pace).await);
         }
         out
     }

@@ -23,6 +23,8 @@ pub enum StoreError {
     Closed,
     #[error("{0}")]
     Unsupported(String),
+    #[error("the operating system's random generator failed")]
+    Random,
 }
 
 /// The seam every storage backend implements. A `2xx` to Qualifio follows only a successful
@@ -47,7 +49,13 @@ pub trait Store: Send + Sync {
     async fn next_due(&self, destination: &str) -> Result<Option<i64>, StoreError>;
 
     /// Records attempts and moves each delivery on (delivered, retry at, dead); clears leases.
+    /// An attempt whose claim token is no longer on its delivery (the lease expired and another
+    /// worker claimed it) is not recorded at all.
     async fn record(&self, attempts: Vec<AttemptLog>) -> Result<(), StoreError>;
+
+    /// Gives back claims whose deliveries were not sent (a batch stopped early), as
+    /// (delivery id, claim token): they are due again at once, with no attempt counted.
+    async fn unclaim(&self, claims: Vec<(i64, String)>) -> Result<(), StoreError>;
 
     /// Gives back every lease `owner` holds (at shutdown), so another worker can start at once.
     async fn release(&self, owner: &str) -> Result<u64, StoreError>;

@@ -40,8 +40,8 @@ pub struct Claimed {
     pub state: Option<serde_json::Value>,
     pub body: Arc<str>,
     pub received_at: i64,
-    /// This claim's token: the attempt is recorded only if the lease still carries it.
-    pub lease: i64,
+    /// This claim's random token: the attempt is recorded only if the delivery still carries it.
+    pub lease: String,
     /// When an earlier attempt started whose result was never recorded (its worker crashed or
     /// was stopped): it may have reached the destination.
     pub in_doubt_since: Option<i64>,
@@ -79,8 +79,8 @@ impl Next {
 #[derive(Debug, Clone)]
 pub struct AttemptLog {
     pub delivery_id: i64,
-    /// The claim's lease token ([`Claimed::lease`]).
-    pub lease: i64,
+    /// The claim's token ([`Claimed::lease`]).
+    pub lease: String,
     /// 1 for the first attempt.
     pub number: u32,
     pub started_at: i64,

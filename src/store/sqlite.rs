@@ -51,6 +51,11 @@ fn migrator() -> Migrator {
             "outcome words",
             include_str!("../../migrations/sqlite/0002_outcome_words.sql"),
         ),
+        migration(
+            3,
+            "lease token",
+            include_str!("../../migrations/sqlite/0003_lease_token.sql"),
+        ),
     ])
 }
 
@@ -252,11 +257,12 @@ impl Store for SqliteStore {
     ) -> Result<Vec<Claimed>, StoreError> {
         let now = now_ms();
         let expires = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
+        let token = crate::random::hex_token(16).map_err(|_| StoreError::Random)?;
         // Two statements whatever the batch size: one writer serves accepts too.
         let mut conn = writer(&self.writer, Durability::Os).await?;
         let mut tx = conn.begin().await?;
         let leased = sqlx::query(
-            "UPDATE deliveries SET lease_owner = ?1, lease_expires_at = ?2,
+            "UPDATE deliveries SET lease_owner = ?1, lease_expires_at = ?2, lease_token = ?6,
                  in_doubt_since = COALESCE(in_doubt_since, claimed_at), claimed_at = ?4
              WHERE id IN (
                  SELECT id FROM deliveries
@@ -271,6 +277,7 @@ impl Store for SqliteStore {
         .bind(destination)
         .bind(now)
         .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(&token)
         .fetch_all(&mut *tx)
         .await?;
         if leased.is_empty() {
@@ -322,7 +329,7 @@ impl Store for SqliteStore {
                 state: state_from_text(row.try_get("state")?),
                 body,
                 received_at,
-                lease: expires,
+                lease: token.clone(),
                 in_doubt_since: row.try_get("in_doubt_since")?,
             });
         }
@@ -373,11 +380,14 @@ impl Store for SqliteStore {
         let batch = serde_json::Value::from(rows).to_string();
         let mut conn = writer(&self.writer, Durability::Os).await?;
         let mut tx = conn.begin().await?;
+        // Only the claim's holder records: an attempt that outlived its lease, taken over since,
+        // leaves no row and moves nothing.
         sqlx::query(
             "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, status_code, error, response)
              SELECT value ->> 'id', value ->> 'number', value ->> 'started_at', value ->> 'duration_ms',
                     value ->> 'outcome', value ->> 'status_code', value ->> 'error', value ->> 'response'
-             FROM json_each(?1)",
+             FROM json_each(?1) JOIN deliveries d
+               ON d.id = value ->> 'id' AND d.lease_token = value ->> 'lease'",
         )
         .bind(&batch)
         .execute(&mut *tx)
@@ -385,14 +395,14 @@ impl Store for SqliteStore {
         sqlx::query(
             "UPDATE deliveries SET status = x.status, attempts = x.number, next_attempt_at = x.next_at,
                  last_error = x.error, state = COALESCE(x.state, deliveries.state),
-                 lease_owner = NULL, lease_expires_at = NULL, claimed_at = NULL,
+                 lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, claimed_at = NULL,
                  in_doubt_since = NULL, updated_at = ?2
              FROM (SELECT value ->> 'id' AS id, value ->> 'lease' AS lease, value ->> 'status' AS status,
                           value ->> 'number' AS number, value ->> 'next_at' AS next_at,
                           value ->> 'error' AS error, value ->> 'state' AS state
                    FROM json_each(?1)) AS x
              -- A lease that expired and was claimed again belongs to the new attempt now.
-             WHERE deliveries.id = x.id AND deliveries.lease_expires_at = x.lease",
+             WHERE deliveries.id = x.id AND deliveries.lease_token = x.lease",
         )
         .bind(&batch)
         .bind(now)
@@ -402,9 +412,30 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn unclaim(&self, claims: Vec<(i64, String)>) -> Result<(), StoreError> {
+        if claims.is_empty() {
+            return Ok(());
+        }
+        let batch: Vec<serde_json::Value> = claims
+            .iter()
+            .map(|(id, lease)| serde_json::json!({"id": id, "lease": lease}))
+            .collect();
+        // Nothing was sent under this claim, so it leaves no doubt behind (an earlier one stays).
+        sqlx::query(
+            "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL,
+                 claimed_at = NULL
+             FROM (SELECT value ->> 'id' AS id, value ->> 'lease' AS lease FROM json_each(?1)) AS x
+             WHERE deliveries.id = x.id AND deliveries.lease_token = x.lease",
+        )
+        .bind(serde_json::Value::from(batch).to_string())
+        .execute(&mut *writer(&self.writer, Durability::Os).await?)
+        .await?;
+        Ok(())
+    }
+
     async fn release(&self, owner: &str) -> Result<u64, StoreError> {
         let done = sqlx::query(
-            "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL
+            "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL
              WHERE lease_owner = ?1 AND status = 'pending'",
         )
         .bind(owner)

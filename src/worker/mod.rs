@@ -9,9 +9,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hookfan_connectors::pace::Prepaid;
 use hookfan_connectors::units::Rate;
-use hookfan_connectors::{Attempt, Connector, Outcome, Record};
-use tokio::sync::{Mutex, Notify, Semaphore};
+use hookfan_connectors::{Attempt, Call, Connector, Outcome, Pace, Record};
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 use tracing::field::Empty;
@@ -47,7 +48,7 @@ pub struct Lane {
     wake: Notify,
     slots: Arc<Semaphore>,
     /// Shared by every lane with the same rate key.
-    gate: Arc<Mutex<rate::Gate>>,
+    gate: rate::Gate,
 }
 
 /// Every lane, by destination name.
@@ -82,9 +83,9 @@ impl Worker {
                 *entry = strictest(*entry, rate);
             }
         }
-        let gates: HashMap<String, Arc<Mutex<rate::Gate>>> = rates
+        let gates: HashMap<String, rate::Gate> = rates
             .into_iter()
-            .map(|(k, r)| (k, Arc::new(Mutex::new(rate::Gate::new(r)))))
+            .map(|(k, r)| (k, rate::Gate::new(r)))
             .collect();
         let lanes = destinations
             .into_iter()
@@ -172,26 +173,18 @@ impl Worker {
                 p = lane.slots.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => return },
                 _ = shutdown.wait() => return,
             };
-            loop {
-                let wait = lane
-                    .gate
-                    .lock()
-                    .await
-                    .wait(Instant::now(), lane.connector.calls_per_delivery());
-                if wait.is_zero() {
-                    break;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = shutdown.wait() => return,
-                }
-            }
             if drained && !linger.is_zero() {
                 tokio::select! {
                     _ = tokio::time::sleep(linger) => {}
                     _ = shutdown.wait() => return,
                 }
             }
+            // The delivery's first call is taken before claiming, so nothing is claimed that the
+            // rate limit would then hold back; it is given back if nothing was due.
+            let call = tokio::select! {
+                c = lane.gate.call() => c,
+                _ = shutdown.wait() => return,
+            };
             let claimed = self
                 .store
                 .claim_due(
@@ -206,17 +199,16 @@ impl Worker {
                 .map_or(true, |b| b.len() < lane.connector.max_batch());
             match claimed {
                 Ok(batch) if !batch.is_empty() => {
-                    let cost = lane.connector.calls_per_delivery();
-                    lane.gate.lock().await.take(Instant::now(), cost);
                     let worker = self.clone();
                     let lane = lane.clone();
                     tokio::spawn(async move {
-                        worker.attempt(&lane, batch).await;
+                        worker.attempt(&lane, batch, call).await;
                         drop(permit);
                         lane.wake.notify_one();
                     });
                 }
                 Ok(_) => {
+                    call.unused();
                     drop(permit);
                     let wait = match self.store.next_due(&name).await {
                         Ok(Some(at)) => {
@@ -237,6 +229,7 @@ impl Worker {
                     }
                 }
                 Err(e) => {
+                    call.unused();
                     drop(permit);
                     tracing::error!(destination = %name, error = %e, "cannot claim deliveries");
                     tokio::select! {
@@ -251,7 +244,7 @@ impl Worker {
     /// Maps, delivers and records one claimed batch, in one `attempt` span: every event the
     /// connector and the rate gate log carries the destination, and for a single delivery its
     /// id, participation and attempt number (a batch carries its size).
-    async fn attempt(&self, lane: &Lane, batch: Vec<Claimed>) {
+    async fn attempt(&self, lane: &Lane, batch: Vec<Claimed>, call: Call) {
         let span = tracing::info_span!(
             "attempt",
             destination = %lane.destination.name,
@@ -265,10 +258,12 @@ impl Worker {
             span.record("participation_id", one.participation_id.as_str());
             span.record("attempt", one.attempts + 1);
         }
-        self.attempt_in_span(lane, batch).instrument(span).await;
+        self.attempt_in_span(lane, batch, call)
+            .instrument(span)
+            .await;
     }
 
-    async fn attempt_in_span(&self, lane: &Lane, batch: Vec<Claimed>) {
+    async fn attempt_in_span(&self, lane: &Lane, batch: Vec<Claimed>, call: Call) {
         let destination = &lane.destination;
         let started_at = now_ms();
         let clock = Instant::now();
@@ -288,21 +283,11 @@ impl Worker {
                 }
             }
         }
+        let mut unsent = Vec::new();
         if !records.is_empty() {
-            // The lease was sized from this bound: past it, another claim could start. The slack
-            // lets the connector's own, more precise time-out speak first.
-            let limit = lane.connector.timeout() + Duration::from_secs(5);
-            let mut results =
-                match tokio::time::timeout(limit, lane.connector.deliver(&records)).await {
-                    Ok(results) => results,
-                    Err(_) => vec![
-                        Attempt::new(Outcome::retry(format!(
-                            "timed out: no outcome within {}s",
-                            limit.as_secs()
-                        )));
-                        records.len()
-                    ],
-                };
+            let pace = Prepaid::new(call, &lane.gate);
+            let mut results = self.deliver(lane, &records, &pace).await;
+            drop(pace);
             let duration_ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
             // A connector must answer once per record; a missing answer is a retry, not a loss.
             results.resize_with(records.len(), || {
@@ -311,8 +296,12 @@ impl Worker {
                 ))
             });
             let throttled = results.iter().any(|a| a.status == Some(429));
-            lane.gate.lock().await.throttled(throttled, Instant::now());
+            lane.gate.throttled(throttled, Instant::now());
             for (c, attempt) in sent.iter().zip(results) {
+                if attempt.outcome == Outcome::Unsent {
+                    unsent.push((c.delivery_id, c.lease.clone()));
+                    continue;
+                }
                 // Only our own words about a request that got no answer (time-outs, refused
                 // connections) go to the log: a destination's message, or a value that failed
                 // to convert, may quote participant data. The delivery log keeps the whole reason.
@@ -326,6 +315,38 @@ impl Worker {
         if let Err(e) = self.store.record(logs).await {
             // The leases expire and the deliveries are tried again: at least once, never lost.
             tracing::error!(destination = %destination.name, error = %e, "cannot record attempts");
+        }
+        if !unsent.is_empty() {
+            tracing::debug!(
+                destination = %destination.name,
+                unsent = unsent.len(),
+                "part of the batch was not sent; it stays due"
+            );
+            if let Err(e) = self.store.unclaim(unsent).await {
+                tracing::error!(destination = %destination.name, error = %e, "cannot give back unsent deliveries; their leases expire");
+            }
+        }
+    }
+
+    /// The connector's outcomes for `records`. A connector whose work stops when dropped is
+    /// given up on after its time-out (the lease was sized from that bound; the slack lets the
+    /// connector's own, more precise time-out speak first). One whose work would go on (a
+    /// blocking file write) is waited for, so no attempt is recorded while it may still land.
+    async fn deliver(&self, lane: &Lane, records: &[Record], pace: &dyn Pace) -> Vec<Attempt> {
+        let deliver = lane.connector.deliver(records, pace);
+        if !lane.connector.stops_when_dropped() {
+            return deliver.await;
+        }
+        let limit = lane.connector.timeout() + Duration::from_secs(5);
+        match tokio::time::timeout(limit, deliver).await {
+            Ok(results) => results,
+            Err(_) => vec![
+                Attempt::new(Outcome::retry(format!(
+                    "timed out: no outcome within {}s",
+                    limit.as_secs()
+                )));
+                records.len()
+            ],
         }
     }
 
@@ -395,7 +416,7 @@ impl Worker {
         );
         AttemptLog {
             delivery_id: c.delivery_id,
-            lease: c.lease,
+            lease: c.lease.clone(),
             number,
             started_at,
             duration_ms,

@@ -1,104 +1,159 @@
-//! Pacing for one destination (or all destinations sharing a rate key): a token bucket for the
-//! rate limit, and a pause when the destination answers 429 three times in a row.
+//! Pacing for one destination (or all destinations sharing a rate key): a `rate_limit` of
+//! `count/per` allows at most `count` calls in any window of length `per`, and three 429s in a
+//! row pause every call for a while.
+//!
+//! The window is a log of the last `count` calls. A call is counted from when it is allowed
+//! until it ends (its answer is in), and the next call `count` places later may start only
+//! `per` after that end. So however long a request takes on the wire, the destination never
+//! sees more than `count` of them arrive within any `per`.
 
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hookfan_connectors::units::Rate;
+use hookfan_connectors::{Call, Pace};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// How many 429s in a row make a pause, and how long it lasts.
 pub const PAUSE_AFTER_429S: u32 = 3;
 pub const PAUSE: Duration = Duration::from_secs(10);
 
-/// At most `count` calls in any `per`, with bursts up to `count`.
+/// One call in the window.
 #[derive(Debug)]
-struct Bucket {
-    capacity: f64,
-    /// Tokens per second.
-    refill: f64,
-    tokens: f64,
-    updated: Instant,
+struct Slot {
+    id: u64,
+    /// When its answer came in; `None` while it is in flight.
+    ended: Option<Instant>,
 }
 
-impl Bucket {
-    fn new(rate: Rate, now: Instant) -> Self {
-        let capacity = f64::from(rate.count);
-        Bucket {
-            capacity,
-            refill: capacity / rate.per.as_secs_f64(),
-            tokens: capacity,
-            updated: now,
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let elapsed = now.saturating_duration_since(self.updated).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.refill).min(self.capacity);
-        self.updated = now;
-    }
-
-    /// Until `cost` tokens are there (at most a full bucket, so a costly call can still go).
-    fn wait(&mut self, now: Instant, cost: f64) -> Duration {
-        self.refill(now);
-        let need = cost.min(self.capacity);
-        if self.tokens >= need {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64((need - self.tokens) / self.refill)
-        }
-    }
-}
-
-/// What a lane asks before each call.
-#[derive(Debug)]
-pub struct Gate {
-    bucket: Option<Bucket>,
+#[derive(Debug, Default)]
+struct State {
+    /// The last `count` calls, in the order they were allowed.
+    log: VecDeque<Slot>,
+    next_id: u64,
     throttled_in_a_row: u32,
     paused_until: Option<Instant>,
 }
 
+/// Why a call cannot start yet.
+#[derive(Debug, PartialEq, Eq)]
+enum Wait {
+    For(Duration),
+    /// Until a call in flight ends.
+    InFlight,
+}
+
+#[derive(Debug)]
+struct Inner {
+    rate: Option<Rate>,
+    state: Mutex<State>,
+    /// Rung when a call ends or is given back.
+    changed: Notify,
+}
+
+/// The pace of one rate key; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Gate(Arc<Inner>);
+
 impl Gate {
     pub fn new(rate: Option<Rate>) -> Self {
-        Gate {
-            bucket: rate.map(|r| Bucket::new(r, Instant::now())),
-            throttled_in_a_row: 0,
-            paused_until: None,
+        Gate(Arc::new(Inner {
+            rate,
+            state: Mutex::new(State::default()),
+            changed: Notify::new(),
+        }))
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the log half-written: recover it.
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts a call now if the window and any pause allow it (its slot id), or says how long
+    /// to wait.
+    fn try_start(&self, now: Instant) -> Result<Option<u64>, Wait> {
+        let mut state = self.state();
+        if let Some(until) = state.paused_until
+            && until > now
+        {
+            return Err(Wait::For(until - now));
         }
-    }
-
-    /// How long until a delivery costing `cost` calls may go (zero if now).
-    pub fn wait(&mut self, now: Instant, cost: u32) -> Duration {
-        let paused = self
-            .paused_until
-            .map(|until| until.saturating_duration_since(now))
-            .unwrap_or_default();
-        let bucket = self
-            .bucket
-            .as_mut()
-            .map(|b| b.wait(now, f64::from(cost)))
-            .unwrap_or_default();
-        paused.max(bucket)
-    }
-
-    /// Spends `cost` calls (after `wait` said zero).
-    pub fn take(&mut self, now: Instant, cost: u32) {
-        if let Some(b) = &mut self.bucket {
-            b.refill(now);
-            b.tokens -= f64::from(cost);
+        let Some(rate) = self.0.rate else {
+            return Ok(None);
+        };
+        let count = usize::try_from(rate.count).unwrap_or(usize::MAX).max(1);
+        if state.log.len() >= count {
+            match state.log.front().map(|s| s.ended) {
+                Some(None) => return Err(Wait::InFlight),
+                Some(Some(ended)) if now < ended + rate.per => {
+                    return Err(Wait::For(ended + rate.per - now));
+                }
+                _ => {
+                    state.log.pop_front();
+                }
+            }
         }
+        let id = state.next_id;
+        state.next_id += 1;
+        state.log.push_back(Slot { id, ended: None });
+        Ok(Some(id))
     }
 
-    /// Notes whether the destination throttled the last call (HTTP 429).
-    pub fn throttled(&mut self, yes: bool, now: Instant) {
+    /// A call ended (`made`), or was given back unused.
+    fn end(&self, id: u64, made: bool, now: Instant) {
+        {
+            let mut state = self.state();
+            if let Some(i) = state.log.iter().position(|s| s.id == id) {
+                if made {
+                    state.log[i].ended = Some(now);
+                } else {
+                    state.log.remove(i);
+                }
+            }
+        }
+        self.0.changed.notify_waiters();
+    }
+
+    /// Notes whether the destination throttled the last calls (HTTP 429).
+    pub fn throttled(&self, yes: bool, now: Instant) {
+        let mut state = self.state();
         if !yes {
-            self.throttled_in_a_row = 0;
+            state.throttled_in_a_row = 0;
             return;
         }
-        self.throttled_in_a_row += 1;
-        if self.throttled_in_a_row >= PAUSE_AFTER_429S {
-            self.throttled_in_a_row = 0;
-            self.paused_until = Some(now + PAUSE);
+        state.throttled_in_a_row += 1;
+        if state.throttled_in_a_row >= PAUSE_AFTER_429S {
+            state.throttled_in_a_row = 0;
+            state.paused_until = Some(now + PAUSE);
             tracing::warn!(pause_s = PAUSE.as_secs(), "three 429s in a row: pausing");
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Pace for Gate {
+    async fn call(&self) -> Call {
+        loop {
+            // Registered before looking, so an end between the look and the wait is not missed.
+            let changed = self.0.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            match self.try_start(Instant::now()) {
+                Ok(None) => return Call::free(),
+                Ok(Some(id)) => {
+                    let gate = self.clone();
+                    return Call::new(move |made| gate.end(id, made, Instant::now()));
+                }
+                Err(Wait::For(d)) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(d) => {}
+                        _ = &mut changed => {}
+                    }
+                }
+                Err(Wait::InFlight) => changed.await,
+            }
         }
     }
 }
@@ -107,53 +162,80 @@ impl Gate {
 mod tests {
     use super::*;
 
+    fn rate(text: &str) -> Option<Rate> {
+        Some(Rate::parse(text).unwrap())
+    }
+
     #[test]
-    fn allows_a_burst_then_spaces_calls() {
-        let mut g = Gate::new(Some(Rate::parse("3/s").unwrap()));
+    fn at_most_count_calls_in_any_window_counted_from_their_end() {
+        let g = Gate::new(rate("3/1s"));
         let t0 = Instant::now();
-        for _ in 0..3 {
-            assert_eq!(g.wait(t0, 1), Duration::ZERO);
-            g.take(t0, 1);
-        }
-        let w = g.wait(t0, 1);
-        assert!(
-            w > Duration::from_millis(300) && w <= Duration::from_millis(334),
-            "{w:?}"
+        let ids: Vec<u64> = (0..3).map(|_| g.try_start(t0).unwrap().unwrap()).collect();
+        // The fourth waits for the first to end, then for a whole window after that end.
+        assert_eq!(g.try_start(t0), Err(Wait::InFlight));
+        g.end(ids[0], true, t0 + Duration::from_millis(200));
+        assert_eq!(
+            g.try_start(t0 + Duration::from_millis(300)),
+            Err(Wait::For(Duration::from_millis(900)))
         );
-        assert_eq!(g.wait(t0 + Duration::from_millis(334), 1), Duration::ZERO);
+        assert!(g.try_start(t0 + Duration::from_millis(1200)).is_ok());
+    }
+
+    #[test]
+    fn a_quiet_spell_allows_count_not_twice_count() {
+        let g = Gate::new(rate("5/2s"));
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            let id = g.try_start(t0).unwrap().unwrap();
+            g.end(id, true, t0);
+        }
+        // A token bucket that starts full would allow five more here, refilled or not.
+        assert!(matches!(
+            g.try_start(t0 + Duration::from_millis(1)),
+            Err(Wait::For(_))
+        ));
+    }
+
+    #[test]
+    fn a_call_given_back_unused_frees_its_place() {
+        let g = Gate::new(rate("1/10s"));
+        let t0 = Instant::now();
+        let id = g.try_start(t0).unwrap().unwrap();
+        g.end(id, false, t0);
+        assert!(g.try_start(t0).is_ok());
     }
 
     #[test]
     fn three_429s_in_a_row_pause_even_without_a_rate() {
-        let mut g = Gate::new(None);
+        let g = Gate::new(None);
         let t0 = Instant::now();
         g.throttled(true, t0);
         g.throttled(true, t0);
         g.throttled(false, t0);
         g.throttled(true, t0);
         g.throttled(true, t0);
-        assert_eq!(
-            g.wait(t0, 1),
-            Duration::ZERO,
-            "the run was broken by a success"
-        );
+        assert_eq!(g.try_start(t0), Ok(None), "the run was broken by a success");
         g.throttled(true, t0);
-        assert_eq!(g.wait(t0, 1), PAUSE);
-        assert_eq!(g.wait(t0 + PAUSE, 1), Duration::ZERO);
+        assert_eq!(g.try_start(t0), Err(Wait::For(PAUSE)));
+        assert_eq!(g.try_start(t0 + PAUSE), Ok(None));
     }
 
-    #[test]
-    fn a_costly_delivery_waits_for_all_its_calls() {
-        let mut g = Gate::new(Some(Rate::parse("10/s").unwrap()));
-        let t0 = Instant::now();
-        g.take(t0, 9);
-        // 1 token left; 3 needed: 200 ms.
-        let w = g.wait(t0, 3);
-        assert!(
-            w > Duration::from_millis(190) && w <= Duration::from_millis(201),
-            "{w:?}"
-        );
-        // More than a bucket holds still goes once the bucket is full.
-        assert_eq!(g.wait(t0 + Duration::from_secs(1), 25), Duration::ZERO);
+    #[tokio::test]
+    async fn a_waiting_call_starts_when_a_call_in_flight_ends() {
+        let g = Gate::new(rate("1/1ms"));
+        let first = g.call().await;
+        let waiting = tokio::spawn({
+            let g = g.clone();
+            async move {
+                let _second = g.call().await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(!waiting.is_finished(), "the first call is still in flight");
+        drop(first);
+        tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .unwrap()
+            .unwrap();
     }
 }

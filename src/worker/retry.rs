@@ -15,6 +15,8 @@ pub fn decide(policy: &RetryPolicy, number: u32, outcome: &Outcome, now: i64, un
     match outcome {
         Outcome::Delivered => Next::Delivered,
         Outcome::Failed { .. } => Next::Dead,
+        // Never sent: due again now (the worker gives such claims back without an attempt).
+        Outcome::Unsent => Next::RetryAt(now),
         Outcome::Retry { after, .. } => match next_delay(policy, number, *after, unit) {
             Some(delay) => Next::RetryAt(
                 now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),

@@ -18,10 +18,10 @@ fn incoming(id: &str, destinations: &[&str]) -> Incoming {
     crate::support::incoming(format!("{{\"id\":\"{id}\"}}"), destinations)
 }
 
-fn delivered(delivery_id: i64, lease: i64) -> AttemptLog {
+fn delivered(delivery_id: i64, lease: &str) -> AttemptLog {
     AttemptLog {
         delivery_id,
-        lease,
+        lease: lease.to_string(),
         number: 1,
         started_at: now_ms(),
         duration_ms: 5,
@@ -54,13 +54,14 @@ async fn an_attempt_that_outlived_its_lease_does_not_overwrite_the_next_one() {
         "the first claim was never recorded"
     );
 
-    // The slow attempt ends and records: its row is kept, but the delivery is not its to move.
+    // The slow attempt ends and records: the delivery is not its to move, and the delivery log
+    // gets no row from it (only the lease holder records).
     store
-        .record(vec![delivered(slow[0].delivery_id, slow[0].lease)])
+        .record(vec![delivered(slow[0].delivery_id, &slow[0].lease)])
         .await
         .unwrap();
     let (row, attempts) = store.show(slow[0].delivery_id).await.unwrap().unwrap();
-    assert_eq!((row.status.as_str(), attempts.len()), ("pending", 1));
+    assert_eq!((row.status, attempts.len()), (Status::Pending, 0));
     assert!(
         store
             .claim_due("crm", 1, "worker-c", Duration::from_secs(60))
@@ -71,11 +72,56 @@ async fn an_attempt_that_outlived_its_lease_does_not_overwrite_the_next_one() {
     );
 
     store
-        .record(vec![delivered(fresh[0].delivery_id, fresh[0].lease)])
+        .record(vec![delivered(fresh[0].delivery_id, &fresh[0].lease)])
         .await
         .unwrap();
     let (row, _) = store.show(fresh[0].delivery_id).await.unwrap().unwrap();
     assert_eq!(row.status, Status::Delivered);
+}
+
+#[tokio::test]
+async fn claims_in_the_same_millisecond_have_tokens_of_their_own() {
+    let (_dir, store) = store().await;
+    // Claim tokens were once the lease's expiry time, which two claims made in the same
+    // millisecond share: the first could then record over the second. Twenty tries make a
+    // same-millisecond pair all but certain.
+    for i in 0..20 {
+        store
+            .accept(incoming(&format!("p{i}"), &["crm"]))
+            .await
+            .unwrap();
+        // A lease of zero has expired as soon as it is taken: the next claim takes it over.
+        let first = store
+            .claim_due("crm", 1, "worker-a", Duration::ZERO)
+            .await
+            .unwrap();
+        let second = store
+            .claim_due("crm", 1, "worker-b", Duration::ZERO)
+            .await
+            .unwrap();
+        assert_eq!(first[0].delivery_id, second[0].delivery_id);
+        assert_ne!(first[0].lease, second[0].lease);
+        store
+            .record(vec![delivered(first[0].delivery_id, &first[0].lease)])
+            .await
+            .unwrap();
+        let (row, attempts) = store.show(first[0].delivery_id).await.unwrap().unwrap();
+        assert_eq!(
+            (row.status, attempts.len()),
+            (Status::Pending, 0),
+            "try {i}"
+        );
+        store
+            .record(vec![delivered(second[0].delivery_id, &second[0].lease)])
+            .await
+            .unwrap();
+        let (row, attempts) = store.show(second[0].delivery_id).await.unwrap().unwrap();
+        assert_eq!(
+            (row.status, attempts.len()),
+            (Status::Delivered, 1),
+            "try {i}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -133,7 +179,7 @@ async fn purge_removes_finished_work_only() {
         .await
         .unwrap();
     store
-        .record(vec![delivered(c[0].delivery_id, c[0].lease)])
+        .record(vec![delivered(c[0].delivery_id, &c[0].lease)])
         .await
         .unwrap();
 

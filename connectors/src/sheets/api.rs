@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::auth::Tokens;
 use crate::outcome::{self, Attempt, Outcome};
+use crate::pace::Pace;
 
 /// One API request; an append of 2 MB can take a while on Google's side.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -158,11 +159,13 @@ impl Api {
     }
 
     /// Sends one request with a bearer token; on a 401, gets a fresh token and sends it once
-    /// more. A 2xx gives its body; anything else is classified for the delivery.
+    /// more. Each send is a call `pace` counts. A 2xx gives its body; anything else is
+    /// classified for the delivery.
     pub async fn call(
         &self,
         tokens: &Tokens,
         target: &Target<'_>,
+        pace: &dyn Pace,
         method: Method,
         url: Url,
         body: Option<String>,
@@ -170,6 +173,7 @@ impl Api {
         let mut token = tokens.token().await.map_err(Refused::retry)?;
         let mut refreshed = false;
         loop {
+            let call = pace.call().await;
             let mut request = self
                 .client
                 .request(method.clone(), url.clone())
@@ -192,6 +196,7 @@ impl Api {
             let status = response.status().as_u16();
             if status == 401 && !refreshed {
                 // Revoked or expired early: one fresh token, one more try.
+                drop(call);
                 refreshed = true;
                 token = tokens.fresh_token().await.map_err(Refused::retry)?;
                 continue;
@@ -204,6 +209,7 @@ impl Api {
             let text = crate::http::read_limited(response, BODY_LIMIT)
                 .await
                 .unwrap_or_default();
+            drop(call);
             if (200..300).contains(&status) {
                 return Ok(text);
             }
@@ -272,7 +278,7 @@ pub fn classify(
                 reason: format!("{name}{said}"),
             },
             Outcome::Failed { .. } => Outcome::failed(format!("{name}{said}")),
-            Outcome::Delivered => Outcome::Delivered,
+            other @ (Outcome::Delivered | Outcome::Unsent) => other,
         },
     };
     Refused {

@@ -214,16 +214,6 @@ impl DestinationConfig for TrelloConfig {
     }
 }
 
-impl TrelloConfig {
-    /// Calls one card costs when every step runs: the card, its custom fields, and (when files
-    /// are attached) at least one attachment.
-    pub(crate) fn calls_per_card(&self) -> u32 {
-        let fields = u32::try_from(self.custom_fields.len()).unwrap_or(u32::MAX);
-        1u32.saturating_add(fields)
-            .saturating_add(u32::from(self.attach_files))
-    }
-}
-
 const NOT_AN_ID: &str =
     "must be a Trello id: letters and digits only, e.g. 5f1b2c3d4e5f6a7b8c9d0e1f";
 
