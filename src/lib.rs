@@ -99,6 +99,7 @@ pub async fn run_with_store(
             .map_err(|e| RunError::Connector(d.name.clone(), e))?;
         lanes.push((d.clone(), connector));
     }
+    warn_of_stranded_work(&config, store.as_ref()).await;
     let worker = Worker::new(store.clone(), mapper.clone(), lanes);
     let (trigger, stop) = shutdown::channel();
     let worker_task = tokio::spawn(worker.clone().run(stop.clone()));
@@ -118,6 +119,9 @@ pub async fn run_with_store(
         App::new().configure(move |cfg| ingress::routes(cfg, state))
     })
     .disable_signals()
+    // Headers must arrive within read_timeout (actix answers 408); the body is bounded by the
+    // source handler.
+    .client_request_timeout(config.server.read_timeout)
     .shutdown_timeout(5);
     let server = match tls {
         Some(tls) => server.listen_rustls_0_23(listener, tls)?,
@@ -142,6 +146,22 @@ pub async fn run_with_store(
     let _ = server_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Names each destination removed from the config that still has pending deliveries.
+async fn warn_of_stranded_work(config: &Config, store: &dyn Store) {
+    match store.pending_by_destination().await {
+        Ok(pending) => {
+            for (destination, pending) in config.stranded(pending) {
+                tracing::warn!(
+                    %destination,
+                    pending,
+                    "a destination no longer in the config has pending deliveries: they wait until it is added back"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count pending deliveries"),
+    }
 }
 
 async fn purge_loop(store: Arc<dyn Store>, retention: Duration, mut stop: shutdown::Shutdown) {

@@ -224,6 +224,15 @@ fn run_check(path: &std::path::Path, json: bool, online: bool, only: Option<&str
         Ok(c) => c,
         Err(code) => return code,
     };
+    // Work left by removed destinations is worth a warning, not a failed check.
+    let stranded = match block_on(check::stranded(&config)) {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            eprintln!("warning: {e}");
+            Vec::new()
+        }
+        Err(code) => return code,
+    };
     let reached = if online {
         match block_on(check::online(&config, only)) {
             Ok(Ok(r)) => Some(r),
@@ -238,12 +247,14 @@ fn run_check(path: &std::path::Path, json: bool, online: bool, only: Option<&str
     };
     if json {
         let mut summary = check::summary_json(&config);
+        summary["stranded"] = serde_json::json!(stranded);
         if let Some(r) = &reached {
             summary["online"] = serde_json::json!(r);
         }
         println!("{summary:#}");
     } else {
         print!("{}", check::summary_text(&config));
+        print!("{}", check::stranded_text(&stranded));
         if let Some(r) = &reached {
             print!("{}", check::online_text(r));
         }

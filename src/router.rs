@@ -61,7 +61,9 @@ fn decide(d: &Destination, mapper: &Mapper, source: Option<&str>, ctx: &Value) -
             d.when.as_deref().unwrap_or_default()
         )),
         Verdict::Error(e) => {
-            tracing::warn!(destination = %d.name, error = %e, "`when` failed; not routed");
+            // The error can quote the value that failed (a date filter on an e-mail): only our
+            // own words go to the log; `hookfan preview` shows the whole reason.
+            tracing::warn!(destination = %d.name, "`when` failed on this notification; not routed");
             not(format!(
                 "when `{}` failed: {e}",
                 d.when.as_deref().unwrap_or_default()

@@ -27,18 +27,22 @@ pub fn install_tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-/// Tokens and rows travel only over HTTPS; plain HTTP only to this machine (tests, a local proxy).
-pub fn require_safe_url(raw: &str) -> Result<(), String> {
-    let url = Url::parse(raw).map_err(|e| format!("not a valid URL: {e}"))?;
-    let loopback = match url.host() {
+/// Whether a URL's host is this machine.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
         None => false,
-    };
+    }
+}
+
+/// Tokens and rows travel only over HTTPS; plain HTTP only to this machine (tests, a local proxy).
+pub fn require_safe_url(raw: &str) -> Result<(), String> {
+    let url = Url::parse(raw).map_err(|e| format!("not a valid URL: {e}"))?;
     match url.scheme() {
         "https" => Ok(()),
-        "http" if loopback => Ok(()),
+        "http" if is_loopback(&url) => Ok(()),
         other => Err(format!(
             "must use https (got {other}://; plain http is allowed to a loopback address only)"
         )),

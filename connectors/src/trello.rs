@@ -236,8 +236,16 @@ impl Trello {
             self.config.list_id
         );
         let request = self.request(reqwest::Method::GET, &path, time_left);
-        let (_, body) = self.send(request, Step::LookForCard, pace).await?;
-        let cards: Vec<Value> = serde_json::from_str(&body).unwrap_or_default();
+        let (status, body) = self.send(request, Step::LookForCard, pace).await?;
+        // An answer that cannot be read (cut short, not JSON) says nothing about the card:
+        // taking it for "no card" would make a second one.
+        let cards: Vec<Value> = serde_json::from_str(&body).map_err(|_| {
+            let mut attempt = Attempt::new(Outcome::retry(
+                "cannot tell whether an unanswered attempt made the card: Trello's list of cards could not be read",
+            ));
+            attempt.status = Some(status);
+            attempt
+        })?;
         // Anything since the first unanswered send: a card made by any later one counts too.
         let window =
             (since - CLOCK_SLACK_SECS)..=(jiff::Timestamp::now().as_second() + CLOCK_SLACK_SECS);

@@ -42,6 +42,10 @@ pub struct WebhookConfig {
     pub timeout: Option<HumanDuration>,
     /// `whsec_<base64>`: adds Standard Webhooks `webhook-id`, `webhook-timestamp`, `webhook-signature`.
     pub signing_secret: Option<Secret>,
+    /// Allows a plain `http://` URL to another machine. Participant data and the headers then
+    /// cross the network in clear: only for a private network you trust.
+    #[serde(default)]
+    pub allow_http: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -79,6 +83,7 @@ impl std::fmt::Debug for WebhookConfig {
             .field("headers", &self.headers)
             .field("timeout", &self.timeout)
             .field("signing_secret", &self.signing_secret)
+            .field("allow_http", &self.allow_http)
             .finish()
     }
 }
@@ -92,7 +97,15 @@ impl DestinationConfig for WebhookConfig {
     fn validate(&self, fields: &[(String, String)]) -> Vec<ConfigIssue> {
         let mut issues = Vec::new();
         match reqwest::Url::parse(&self.url) {
-            Ok(url) if matches!(url.scheme(), "http" | "https") => {}
+            Ok(url) if url.scheme() == "https" => {}
+            Ok(url) if url.scheme() == "http" => {
+                if !self.allow_http && !crate::http::is_loopback(&url) {
+                    issues.push(ConfigIssue::new(
+                        "url",
+                        "plain http:// would send participant data and these headers in clear: use https://, or set allow_http = true if the network to this host is private",
+                    ));
+                }
+            }
             Ok(url) => issues.push(ConfigIssue::new(
                 "url",
                 format!("unsupported scheme {:?}: use http or https", url.scheme()),

@@ -71,6 +71,52 @@ pub fn summary_text(config: &Config) -> String {
     out
 }
 
+/// A destination no longer in the config whose deliveries still wait.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Stranded {
+    pub destination: String,
+    pub pending: u64,
+}
+
+/// Reads the store the config names, when it exists (a new setup has none yet), for work left
+/// by destinations removed from the config.
+pub async fn stranded(config: &Config) -> Result<Vec<Stranded>, String> {
+    if crate::store::sqlite_file(&config.storage.url).is_some_and(|f| !f.exists()) {
+        return Ok(Vec::new());
+    }
+    let store = crate::store::open(&config.storage.url)
+        .await
+        .map_err(|e| format!("cannot read the store: {e}"))?;
+    let pending = store
+        .pending_by_destination()
+        .await
+        .map_err(|e| format!("cannot read the store: {e}"))?;
+    Ok(config
+        .stranded(pending)
+        .into_iter()
+        .map(|(destination, pending)| Stranded {
+            destination,
+            pending,
+        })
+        .collect())
+}
+
+pub fn stranded_text(stranded: &[Stranded]) -> String {
+    if stranded.is_empty() {
+        return String::new();
+    }
+    let mut out = String::from("\nstranded work (destinations no longer in this file):\n");
+    for s in stranded {
+        out.push_str(&format!(
+            "  {:<16} {} pending deliver{}: they wait until the destination is added back\n",
+            s.destination,
+            s.pending,
+            if s.pending == 1 { "y" } else { "ies" }
+        ));
+    }
+    out
+}
+
 /// What `check --online` found for one destination.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Reached {

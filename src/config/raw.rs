@@ -29,6 +29,7 @@ pub struct RawConfig {
 pub struct RawServer {
     pub listen: Option<String>,
     pub max_body: Option<HumanSize>,
+    pub read_timeout: Option<HumanDuration>,
     pub tls: Option<RawTls>,
 }
 

@@ -10,6 +10,7 @@ use hookfan_connectors::{Connector, ConnectorError, DestinationConfig, Secret};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
+pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_STORAGE_URL: &str = "sqlite://hookfan.db";
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -36,6 +37,8 @@ pub struct Server {
     pub listen: SocketAddr,
     /// The largest request body accepted, in bytes.
     pub max_body: u64,
+    /// How long a request's headers, and then its body, may take to arrive (408 after).
+    pub read_timeout: Duration,
     pub tls: Option<Tls>,
 }
 
@@ -229,6 +232,15 @@ impl Destination {
 impl Config {
     pub fn destination(&self, name: &str) -> Option<&Destination> {
         self.destinations.iter().find(|d| d.name == name)
+    }
+
+    /// Of the destinations holding pending work, those this config no longer names: their
+    /// deliveries wait for ever unless the destination comes back.
+    pub fn stranded(&self, pending: Vec<(String, u64)>) -> Vec<(String, u64)> {
+        pending
+            .into_iter()
+            .filter(|(name, n)| *n > 0 && self.destination(name).is_none())
+            .collect()
     }
 
     /// Every destination's templates, compiled.

@@ -112,6 +112,13 @@ impl<'a> Validator<'a> {
         if max_body == 0 {
             self.problem(&path.key("max_body"), "must be above zero");
         }
+        let read_timeout = raw
+            .read_timeout
+            .map(|d| d.0)
+            .unwrap_or(DEFAULT_READ_TIMEOUT);
+        if read_timeout.is_zero() {
+            self.problem(&path.key("read_timeout"), "must be above zero");
+        }
         let tls = raw.tls.map(|t| Tls {
             cert: self.resolve(&t.cert),
             key: self.resolve(&t.key),
@@ -119,6 +126,7 @@ impl<'a> Validator<'a> {
         Server {
             listen,
             max_body,
+            read_timeout,
             tls,
         }
     }

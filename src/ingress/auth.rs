@@ -33,9 +33,7 @@ pub fn check_credentials(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     if let Some((user, pass)) = &auth.basic {
-        let Some(given) = authorization
-            .strip_prefix("Basic ")
-            .and_then(|b| STANDARD.decode(b.trim()).ok())
+        let Some(given) = credentials(authorization, "basic").and_then(|b| STANDARD.decode(b).ok())
         else {
             return Err("basic");
         };
@@ -46,7 +44,7 @@ pub fn check_credentials(
     }
     if let Some(token) = &auth.token {
         let t = token.expose().as_bytes();
-        let bearer = authorization.strip_prefix("Bearer ").map(str::trim);
+        let bearer = credentials(authorization, "bearer");
         let query = query_token(req.query_string());
         let ok = [bearer, query.as_deref(), path_token]
             .into_iter()
@@ -70,6 +68,16 @@ pub fn check_credentials(
         }
     }
     Ok(())
+}
+
+/// The credentials of an `Authorization` value in `scheme`, compared case-insensitively as
+/// RFC 9110 §11.1 says (`bearer x`, `BASIC …`), after one or more spaces.
+fn credentials<'a>(authorization: &'a str, scheme: &str) -> Option<&'a str> {
+    let (given, rest) = authorization.split_once(' ')?;
+    given
+        .eq_ignore_ascii_case(scheme)
+        .then(|| rest.trim())
+        .filter(|c| !c.is_empty())
 }
 
 fn query_token(query: &str) -> Option<String> {
@@ -122,6 +130,17 @@ fn decode_digest(text: &str) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn schemes_are_case_insensitive() {
+        assert_eq!(credentials("Bearer abc", "bearer"), Some("abc"));
+        assert_eq!(credentials("bearer abc", "bearer"), Some("abc"));
+        assert_eq!(credentials("BEARER   abc ", "bearer"), Some("abc"));
+        assert_eq!(credentials("basic dXM6cHc=", "basic"), Some("dXM6cHc="));
+        assert_eq!(credentials("Bearerabc", "bearer"), None);
+        assert_eq!(credentials("Basic abc", "bearer"), None);
+        assert_eq!(credentials("Bearer ", "bearer"), None);
+    }
 
     #[test]
     fn digests_in_hex_and_base64() {

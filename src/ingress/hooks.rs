@@ -52,9 +52,30 @@ fn acceptable_content_type(req: &HttpRequest) -> bool {
         || (essence.starts_with("application/") && essence.ends_with("+json"))
 }
 
-/// Reads the body, refusing more than `max` bytes: at once when `Content-Length` says so,
-/// otherwise as soon as the stream passes it.
+/// Reads the body within `limit`, refusing more than `max` bytes: at once when
+/// `Content-Length` says so, otherwise as soon as the stream passes it. A sender too slow for
+/// `limit` gets 408 and the connection is closed, so a trickle cannot hold it open.
 async fn read_body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    max: u64,
+    limit: std::time::Duration,
+) -> Result<Vec<u8>, HttpResponse> {
+    match tokio::time::timeout(limit, read_body_unbounded(req, payload, max)).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(
+                peer = %req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+                "the body did not arrive in time; answering 408"
+            );
+            Err(HttpResponse::build(StatusCode::REQUEST_TIMEOUT)
+                .force_close()
+                .json(json!({ "error": format!("the body did not arrive within {}s", limit.as_secs_f64()) })))
+        }
+    }
+}
+
+async fn read_body_unbounded(
     req: &HttpRequest,
     mut payload: web::Payload,
     max: u64,
@@ -131,7 +152,8 @@ pub async fn receive(
             "send the notification as application/json",
         );
     }
-    let body = match read_body(&req, payload, state.config.server.max_body).await {
+    let server = &state.config.server;
+    let body = match read_body(&req, payload, server.max_body, server.read_timeout).await {
         Ok(b) => b,
         Err(response) => return response,
     };

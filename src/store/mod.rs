@@ -60,6 +60,9 @@ pub trait Store: Send + Sync {
     /// Gives back every lease `owner` holds (at shutdown), so another worker can start at once.
     async fn release(&self, owner: &str) -> Result<u64, StoreError>;
 
+    /// How many deliveries wait (pending) for each destination that has any.
+    async fn pending_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError>;
+
     /// Proves the store accepts writes.
     async fn ready(&self) -> Result<(), StoreError>;
 
@@ -77,14 +80,17 @@ pub trait Store: Send + Sync {
     async fn purge(&self, before: i64) -> Result<u64, StoreError>;
 }
 
+/// The database file of a `sqlite://FILE[?…]` URL.
+pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?;
+    let rest = rest.strip_prefix("//").unwrap_or(rest);
+    Some(rest.split('?').next().unwrap_or(rest).into())
+}
+
 /// Opens the store a `[storage] url` names, creating and migrating it as needed.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
-    if let Some(rest) = url.strip_prefix("sqlite:") {
-        let rest = rest.strip_prefix("//").unwrap_or(rest);
-        let file = rest.split('?').next().unwrap_or(rest);
-        return Ok(Arc::new(
-            SqliteStore::open(std::path::Path::new(file)).await?,
-        ));
+    if let Some(file) = sqlite_file(url) {
+        return Ok(Arc::new(SqliteStore::open(&file).await?));
     }
     Err(StoreError::Unsupported(
         "only sqlite:// storage is available in this build".into(),

@@ -444,6 +444,19 @@ impl Store for SqliteStore {
         Ok(done.rows_affected())
     }
 
+    async fn pending_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT destination, COUNT(*) FROM deliveries WHERE status = 'pending'
+             GROUP BY destination ORDER BY destination",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(d, n)| (d, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
+
     async fn ready(&self) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO health (id, checked_at) VALUES (1, ?1)

@@ -61,6 +61,65 @@ fn config_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
 // ---------------------------------------------------------------------------------------------
 // check
 
+#[tokio::test]
+async fn check_and_serve_name_a_removed_destination_that_still_has_work() {
+    let (dir, path) = config_file(&format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n{}[destinations.archive]\ntype = \"file\"\npath = \"a.jsonl\"\n",
+        crate::support::OPEN_SOURCE
+    ));
+    // Work for `old_crm`, a destination since removed from the file.
+    let store = hookfan::store::SqliteStore::open(&dir.path().join("hookfan.db"))
+        .await
+        .unwrap();
+    for id in ["p1", "p2"] {
+        hookfan::store::Store::accept(
+            &store,
+            crate::support::incoming(crate::support::v2_with_id(id), &["old_crm"]),
+        )
+        .await
+        .unwrap();
+    }
+    drop(store);
+
+    let path = path.to_str().unwrap();
+    let out = run(&mut hookfan(&["check", "--config", path]));
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains("stranded work (destinations no longer in this file):\n  old_crm          2 pending deliveries"),
+        "{text}"
+    );
+    let out = run(&mut hookfan(&["check", "--config", path, "--json"]));
+    assert_eq!(
+        json(&out)["stranded"],
+        serde_json::json!([{"destination": "old_crm", "pending": 2}])
+    );
+
+    // `serve` says so at start.
+    let log = dir.path().join("serve.log");
+    let mut child = hookfan(&["serve", "--config", path, "--log-format", "json"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(l) = text.lines().find(|l| l.contains("old_crm")) {
+            break l.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "no warning in:\n{text}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let line: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(line["level"], "WARN");
+    assert_eq!(line["destination"], "old_crm");
+    assert_eq!(line["pending"], 2);
+}
+
 #[test]
 fn check_summarises_the_example() {
     let out = run(&mut hookfan(&["check", "--config", "config.example.toml"]));

@@ -219,6 +219,25 @@ fn an_unknown_webhook_key_lists_the_webhook_keys() {
 }
 
 #[test]
+fn plain_http_to_another_host_is_refused_unless_allowed() {
+    let crm = |url: &str, extra: &str| {
+        format!("{SOURCE}[destinations.crm]\ntype = \"webhook\"\nurl = \"{url}\"\n{extra}")
+    };
+    let p = problem(&crm("http://crm.example/in", ""));
+    assert_at(
+        &p,
+        5,
+        1,
+        "destinations.crm.url",
+        &["plain http://", "in clear", "https://", "allow_http = true"],
+    );
+    // Loopback (a local proxy) and https are fine; so is http once explicitly allowed.
+    load(&crm("http://127.0.0.1:9000/in", ""));
+    load(&crm("https://crm.example/in", ""));
+    load(&crm("http://crm.internal/in", "allow_http = true\n"));
+}
+
+#[test]
 fn an_unknown_key_in_a_destination_retry_table() {
     let p = problem(&format!(
         "{SOURCE}[destinations.archive]\ntype = \"file\"\npath = \"out.jsonl\"\n[destinations.archive.retry]\njiter = 0.1\n"

@@ -480,3 +480,94 @@ async fn an_attempt_still_running_after_the_drain_is_released_for_the_next_start
     assert_eq!((status.as_str(), attempts, owner), ("pending", 0, None));
     assert!(in_doubt.is_some(), "the unrecorded claim is remembered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_quiet_spell_a_burst_keeps_to_the_rate_in_every_window() {
+    let crm = FakeCrm::start().await;
+    let dest = webhook(
+        "crm",
+        &crm.url("/in"),
+        "rate_limit = \"5/2s\"\nconcurrency = 8\n",
+    );
+    let relay = Relay::start(&config(&dest)).await;
+    // Longer than the window: a bucket that starts full (and refills meanwhile) would let 5 go
+    // at once and 4 more within the same 2 s.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for i in 0..30 {
+        relay.accept(v2_with_id(&format!("burst-{i}"))).await;
+    }
+    let got = crm.wait_for(30, Duration::from_secs(30)).await;
+    let times: Vec<_> = got.iter().map(|r| r.at).collect();
+    crate::support::assert_at_most_per_window(&times, 5, Duration::from_secs(2));
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_leaves_no_torn_line_and_no_repeat_in_a_file() {
+    let disk = crate::support::SmallDisk::mount("64k");
+    // 12 KiB left: room for a few notifications, not for all 20.
+    let filler = disk.fill(52 * 1024);
+    let out = disk.path.join("archive.jsonl");
+    let dest = format!(
+        r#"
+[destinations.archive]
+type = "file"
+path = "{}"
+body = "raw"
+
+[destinations.archive.retry]
+schedule = ["300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms", "300ms"]
+"#,
+        out.display()
+    );
+    let relay = Relay::start(&config(&dest)).await;
+    for i in 0..20 {
+        relay.accept(v2_with_id(&format!("full-{i}"))).await;
+    }
+    let store = relay.store().await;
+    // Wait until an append failed for lack of space.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let rows = store.list(&for_destination("archive")).await.unwrap();
+        if rows.iter().any(|r| {
+            r.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("No space left"))
+        }) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{rows:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Whatever is in the file now is whole lines, each participation once.
+    let ids = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| {
+                let doc: serde_json::Value =
+                    serde_json::from_str(l).unwrap_or_else(|e| panic!("a torn line ({e}): {l:?}"));
+                doc["id"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.is_empty() || text.ends_with('\n'), "a torn last line");
+    let before = ids(&text);
+    assert!(before.len() < 20, "the disk was meant to fill up");
+
+    // Space comes back: everything lands, once.
+    std::fs::remove_file(&filler).unwrap();
+    wait_deliveries(
+        &store,
+        for_destination("archive"),
+        Status::Delivered,
+        20,
+        WAIT,
+    )
+    .await;
+    let mut after = ids(&std::fs::read_to_string(&out).unwrap());
+    after.sort();
+    let mut expected: Vec<String> = (0..20).map(|i| format!("full-{i}")).collect();
+    expected.sort();
+    assert_eq!(after, expected);
+    relay.stop().await;
+}

@@ -163,6 +163,29 @@ async fn a_token_works_as_bearer_query_or_path_segment() {
     relay.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn authorization_schemes_are_case_insensitive() {
+    let relay = Relay::start(CONFIG).await;
+    let basic = base64::engine::general_purpose::STANDARD.encode("qualifio:s3cret-pass");
+    for (path, authorization) in [
+        ("/hooks/token", "bearer 0123456789abcdef-token".to_string()),
+        ("/hooks/token", "BEARER 0123456789abcdef-token".to_string()),
+        ("/hooks/basic", format!("basic {basic}")),
+        ("/hooks/basic", format!("BASIC {basic}")),
+    ] {
+        let r = relay
+            .client
+            .post(relay.url(path))
+            .header("authorization", &authorization)
+            .body(v2_with_id(&format!("case-{}", rand_suffix())))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202, "{authorization}");
+    }
+    relay.stop().await;
+}
+
 fn rand_suffix() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
@@ -530,6 +553,64 @@ async fn a_declared_length_over_the_limit_is_refused_before_the_body() {
         .unwrap();
     let answer = String::from_utf8_lossy(&answer[..n]);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    relay.stop().await;
+}
+
+/// Sends `head` then `trickle`, one byte a second, and returns what the relay answered and how
+/// long the answer took.
+async fn trickle(relay: &Relay, head: &str, trickle: &str) -> (String, Duration) {
+    let addr = relay.base.trim_start_matches("http://").to_string();
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let started = tokio::time::Instant::now();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let bytes = trickle.as_bytes().to_vec();
+    let sender = tokio::spawn(async move {
+        for b in bytes {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if writer.write_all(&[b]).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = String::new();
+    // The relay closes the connection after its answer: read_to_string ends.
+    tokio::time::timeout(Duration::from_secs(10), reader.read_to_string(&mut answer))
+        .await
+        .expect("the relay let a trickle hold the connection")
+        .unwrap();
+    sender.abort();
+    (answer, started.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trickling_sender_gets_408_and_the_connection_closes() {
+    let config = CONFIG.replace(
+        "max_body = \"8KiB\"",
+        "max_body = \"8KiB\"\nread_timeout = \"2s\"",
+    );
+    let relay = Relay::start(&config).await;
+    let body = v2_with_id("slow-1");
+    // The body, a byte a second.
+    let head = format!(
+        "POST /hooks/open HTTP/1.1\r\nHost: relay\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let (answer, took) = trickle(&relay, &head, &body).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    // The headers, a byte a second.
+    let (answer, took) = trickle(
+        &relay,
+        "POST /hooks/open HTTP/1.1\r\n",
+        "Host: relay\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(took < Duration::from_secs(6), "{took:?}");
+    // Nothing was stored.
+    let store = relay.store().await;
+    assert!(store.list(&Filter::default()).await.unwrap().is_empty());
     relay.stop().await;
 }
 

@@ -88,9 +88,16 @@ url = "{}"
 
 [destinations.broken.fields]
 born = "{{{{ participant.email | date }}}}"
+
+# A `when` that fails on a participant's value: that value must stay out of the logs too.
+[destinations.picky]
+type = "webhook"
+url = "{}"
+when = 'participant.email | date == "2026"'
 "#,
         crm.url("/in"),
-        crm.url("/broken")
+        crm.url("/broken"),
+        crm.url("/picky")
     );
     std::fs::write(dir.path().join("hookfan.toml"), config).unwrap();
     let base = format!("http://127.0.0.1:{port}");
@@ -131,6 +138,7 @@ born = "{{{{ participant.email | date }}}}"
 
     let logs = std::fs::read_to_string(dir.path().join("first.log")).unwrap()
         + &std::fs::read_to_string(dir.path().join("second.log")).unwrap();
+    assert!(logs.contains("`when` failed"), "{logs}");
     let attempts: Vec<serde_json::Value> = logs
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

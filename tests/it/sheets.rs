@@ -9,7 +9,7 @@ use hookfan::store::{Filter, SqliteStore, Status, Store};
 use tempfile::TempDir;
 use tokio::time::Instant;
 
-use crate::fakes::google::{Call, EMAIL, FakeGoogle, Reply, google_error};
+use crate::fakes::google::{Call, EMAIL, FakeGoogle, Reply, Request, google_error};
 use crate::support::{Relay, fixture, for_destination, v2_with_id, wait_deliveries, write_config};
 
 const WAIT: Duration = Duration::from_secs(15);
@@ -942,5 +942,70 @@ async fn figures() {
         (done - posted).as_secs_f64(),
     );
     delivered(&relay, total).await;
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_and_extending_the_header_count_against_the_rate_limit() {
+    let s = Setup::new().await;
+    // An empty tab: the first delivery reads row 1, writes the header, then appends.
+    s.google.add_tab(ID, TAB, &[]);
+    let relay = s.relay("rate_limit = \"2/3s\"", FIELDS).await;
+    relay.accept(v2_with_id("rate-1")).await;
+    s.google.wait_rows(ID, TAB, 2, WAIT).await;
+    let calls: Vec<Request> = s
+        .google
+        .requests()
+        .into_iter()
+        .filter(|r| r.call != Call::Token)
+        .collect();
+    let kinds: Vec<Call> = calls.iter().map(|r| r.call).collect();
+    assert_eq!(kinds, [Call::Get, Call::Update, Call::Append]);
+    let times: Vec<Instant> = calls.iter().map(|r| r.at).collect();
+    crate::support::assert_at_most_per_window(&times, 2, Duration::from_secs(3));
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_chunk_marks_only_its_own_rows_and_the_rest_stay_due() {
+    let s = Setup::new().await;
+    s.google.add_tab(ID, TAB, &[&["email", "name", "campaign"]]);
+    // 300 rows of 10 KB are queued before the relay starts: one batch, two appends (Google
+    // takes at most 2 MB a call). Google refuses the first append once.
+    let store = SqliteStore::open(&s.dir.path().join("hookfan.db"))
+        .await
+        .unwrap();
+    let long = "x".repeat(10_000);
+    for i in 0..300 {
+        let body = v2_with(&format!("chunk-{i}"), &long, "Dupont", EMAIL_V2);
+        store
+            .accept(crate::support::incoming(body, &["sheet"]))
+            .await
+            .unwrap();
+    }
+    s.google.script(
+        Call::Append,
+        [Reply::status(500).body(&google_error(500, "INTERNAL", "Internal error"))],
+    );
+    let relay = s.relay("", FIELDS).await;
+    let (store, rows) = delivered(&relay, 300).await;
+    let appends = s.google.calls(Call::Append);
+    assert!(appends.len() >= 3, "{} appends", appends.len());
+    let mut by_attempts = std::collections::BTreeMap::<u32, usize>::new();
+    for r in &rows {
+        *by_attempts.entry(r.attempts).or_default() += 1;
+    }
+    // The refused call's rows were tried twice; the rows of the call never made were given
+    // back due, with no attempt counted, and went out at their first attempt.
+    let first_sent = appends[0].rows.len();
+    assert_eq!(
+        by_attempts,
+        [(1, 300 - first_sent), (2, first_sent)]
+            .into_iter()
+            .collect(),
+    );
+    let (_, attempts) = store.show(rows[0].id).await.unwrap().unwrap();
+    assert!(!attempts.is_empty());
+    assert_eq!(s.rows().len(), 301);
     relay.stop().await;
 }

@@ -260,3 +260,59 @@ pub async fn leave_a_dead_claim(store: &dyn Store, destination: &str) {
         .unwrap();
     assert_eq!(claimed.len(), 1);
 }
+
+/// No window of length `per` holds more than `count` of these times (arrivals at a fake).
+pub fn assert_at_most_per_window(times: &[tokio::time::Instant], count: usize, per: Duration) {
+    let mut sorted = times.to_vec();
+    sorted.sort();
+    for (i, pair) in sorted.windows(count + 1).enumerate() {
+        let spread = pair[count] - pair[0];
+        assert!(
+            spread >= per,
+            "calls {i}..={} arrived within {spread:?}: more than {count} in {per:?}",
+            i + count
+        );
+    }
+}
+
+/// A tmpfs of a few pages, mounted for one test and unmounted when dropped: a disk that fills
+/// up for real. Needs root (CI runs as root), as `mount` does.
+pub struct SmallDisk {
+    pub path: PathBuf,
+    _dir: TempDir,
+}
+
+impl SmallDisk {
+    pub fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "cannot mount a tmpfs (the disk-full tests need root): {status}"
+        );
+        SmallDisk {
+            path: dir.path().to_path_buf(),
+            _dir: dir,
+        }
+    }
+
+    /// Fills the disk with a file of `bytes`, to be removed when space should come back.
+    pub fn fill(&self, bytes: usize) -> PathBuf {
+        let filler = self.path.join("filler");
+        std::fs::write(&filler, vec![b'.'; bytes]).unwrap();
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .args(["-l"])
+            .arg(&self.path)
+            .status();
+    }
+}

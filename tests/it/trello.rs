@@ -352,6 +352,60 @@ async fn an_unanswered_creation_finds_its_card_instead_of_making_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_list_of_cards_is_no_proof_of_no_card() {
+    let trello = FakeTrello::start().await;
+    trello.do_then_answer(
+        "POST",
+        "/1/cards",
+        Reply::status(504).body("gateway timeout"),
+    );
+    // The look-up that follows gets a list cut short: it cannot tell, so it tries again later
+    // rather than make a second card.
+    trello.fail_once(
+        "GET",
+        &format!("/1/lists/{LIST}/cards"),
+        Reply::status(200).body("[{\"id\":\"6a0000"),
+    );
+    let extra = "desc = \"{{ participation.id }}\"\n";
+    let relay = Relay::start(&config(&trello, extra)).await;
+    relay.accept(v2_with_id("cut-1")).await;
+
+    let store = relay.store().await;
+    let rows = winners(&store, Status::Delivered, 1).await;
+    assert_eq!(trello.cards().len(), 1, "a second card was made");
+    let seen = calls(&trello);
+    assert_eq!(count(&seen, "POST", "/1/cards"), 1);
+    assert_eq!(count(&seen, "GET", &format!("/1/lists/{LIST}/cards")), 2);
+    let summary = crate::support::attempt_summary(&store, rows[0].id).await;
+    assert_eq!(
+        summary,
+        [
+            (1, "retry", Some(504)),
+            (2, "retry", Some(200)),
+            // The look-up found the card and nothing was left to do: no call, no status.
+            (3, "delivered", None)
+        ]
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_call_of_a_card_counts_against_the_rate_limit() {
+    let trello = FakeTrello::start().await;
+    // A card with six custom fields is seven calls.
+    let extra = format!("rate_limit = \"2/2s\"\n{}", custom_fields());
+    let relay = Relay::start(&config(&trello, &extra)).await;
+    relay.accept(v2_with_id("paced-1")).await;
+    let store = relay.store().await;
+    winners(&store, Status::Delivered, 1).await;
+    let got = trello.received();
+    assert!(got.len() >= 6, "{} calls", got.len());
+    let times: Vec<_> = got.iter().map(|r| r.at).collect();
+    crate::support::assert_at_most_per_window(&times, 2, Duration::from_secs(2));
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_429_is_retried_after_the_time_trello_asks() {
     let trello = FakeTrello::start().await;
     trello.fail_once(
