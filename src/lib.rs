@@ -66,6 +66,8 @@ pub enum RunError {
     Io(#[from] std::io::Error),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("stopped because {0}")]
+    TaskEnded(String),
 }
 
 /// Opens the configured store and runs the relay until `shutdown` completes.
@@ -102,16 +104,22 @@ pub async fn run_with_store(
     warn_of_stranded_work(&config, store.as_ref()).await;
     let worker = Worker::new(store.clone(), mapper.clone(), lanes);
     let (trigger, stop) = shutdown::channel();
-    let worker_task = tokio::spawn(worker.clone().run(stop.clone()));
-    let purge_task = tokio::spawn(purge_loop(store.clone(), config.storage.retention, stop));
+    let mut worker_task = Watched::spawn("the worker", worker.clone().run(stop.clone()));
+    let purge = purge_loop(store.clone(), config.storage.retention, stop);
+    let mut purge_task = Watched::spawn("the purge", async {
+        purge.await;
+        Ok(())
+    });
 
     let stopping = Arc::new(AtomicBool::new(false));
+    let failed = Arc::new(std::sync::OnceLock::new());
     let state = web::Data::new(ingress::AppState {
         config: config.clone(),
         mapper,
         store,
-        worker,
+        worker: worker.clone(),
         stopping: stopping.clone(),
+        failed: failed.clone(),
         readiness: tokio::sync::Mutex::new(None),
     });
     let server = HttpServer::new(move || {
@@ -129,23 +137,80 @@ pub async fn run_with_store(
     }
     .run();
     let handle = server.handle();
-    let server_task = tokio::spawn(server);
+    let mut server_task = Watched::spawn("the HTTP server", async {
+        server.await.map_err(|e| e.to_string())
+    });
     tracing::info!(
         sources = config.sources.len(),
         destinations = config.destinations.iter().filter(|d| d.enabled).count(),
         "hookfan is running"
     );
 
-    shutdown.await;
-    tracing::info!("stopping: new notifications get 503, in-flight attempts may finish");
+    // Every background task runs until told to stop: one that ends first is a fault. Then the
+    // relay stops as on a signal (503 to new notifications, in-flight attempts may finish) and
+    // `run` fails, so systemd or Docker restart the process.
+    let fault = tokio::select! {
+        () = shutdown => None,
+        ended = worker_task.join() => ended,
+        ended = purge_task.join() => ended,
+        ended = server_task.join() => ended,
+    };
+    match &fault {
+        None => {
+            tracing::info!("stopping: new notifications get 503, in-flight attempts may finish")
+        }
+        Some(why) => {
+            let _ = failed.set(why.clone());
+            tracing::error!(fault = %why, "a background task ended: stopping so hookfan can be restarted");
+        }
+    }
     stopping.store(true, Ordering::Relaxed);
     trigger.trigger();
-    let _ = worker_task.await;
-    let _ = purge_task.await;
+    let _ = worker_task.join().await;
+    worker.drain().await;
+    let _ = purge_task.join().await;
     handle.stop(true).await;
-    let _ = server_task.await;
+    let _ = server_task.join().await;
     tracing::info!("stopped");
-    Ok(())
+    match fault {
+        None => Ok(()),
+        Some(why) => Err(RunError::TaskEnded(why)),
+    }
+}
+
+/// A background task `run` watches: it should end only when told to.
+struct Watched {
+    name: &'static str,
+    handle: tokio::task::JoinHandle<Result<(), String>>,
+    ended: bool,
+}
+
+impl Watched {
+    fn spawn(
+        name: &'static str,
+        task: impl Future<Output = Result<(), String>> + Send + 'static,
+    ) -> Watched {
+        Watched {
+            name,
+            handle: tokio::spawn(task),
+            ended: false,
+        }
+    }
+
+    /// Waits for the task to end and says how it did; at once (nothing) if it already had.
+    async fn join(&mut self) -> Option<String> {
+        if self.ended {
+            return None;
+        }
+        let result = (&mut self.handle).await;
+        self.ended = true;
+        Some(match result {
+            Ok(Ok(())) => format!("{} ended", self.name),
+            Ok(Err(e)) => format!("{}: {e}", self.name),
+            Err(e) if e.is_panic() => format!("{} panicked", self.name),
+            Err(_) => format!("{} was cancelled", self.name),
+        })
+    }
 }
 
 /// Names each destination removed from the config that still has pending deliveries.

@@ -15,17 +15,18 @@ pub mod config;
 pub mod layout;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, Url};
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::pace::{Pace, Unlimited};
 use crate::units::Rate;
 use crate::{Attempt, Connector, ConnectorError, Described, Outcome, Record};
 use api::{Api, Refused, Target};
-use auth::Tokens;
+use auth::{KeyStamp, Tokens};
 pub use config::{Columns, DEFAULT_API_BASE, SheetsConfig, ValueInput};
 use layout::{a1, column_letter};
 
@@ -58,7 +59,8 @@ pub struct Sheets {
     /// The destination's field names, in config order (for `check`).
     fields: Vec<String>,
     api: Api,
-    tokens: OnceCell<Tokens>,
+    /// The key as last read, and the file's stamp then.
+    tokens: Mutex<Option<(Arc<Tokens>, Option<KeyStamp>)>>,
     /// Held while row 1 is read or extended, so two batches never add the same column.
     header: Mutex<Option<CachedHeader>>,
 }
@@ -79,7 +81,7 @@ impl Sheets {
             },
             config,
             fields: Vec::new(),
-            tokens: OnceCell::new(),
+            tokens: Mutex::new(None),
             header: Mutex::new(None),
         })
     }
@@ -90,10 +92,26 @@ impl Sheets {
         self
     }
 
-    async fn tokens(&self) -> Result<&Tokens, String> {
-        self.tokens
-            .get_or_try_init(|| Tokens::load(&self.config.credentials))
-            .await
+    /// The key's tokens. The file is read again when it changed, or when Google refused a
+    /// token with it, so a revoked key replaced at the same path resumes delivery without a
+    /// restart.
+    async fn tokens(&self) -> Result<Arc<Tokens>, String> {
+        let path = &self.config.credentials;
+        let stamp = KeyStamp::of(path);
+        let mut cached = self.tokens.lock().await;
+        if let Some((tokens, read)) = cached.as_ref()
+            && !tokens.has_failed()
+            && *read == stamp
+        {
+            return Ok(tokens.clone());
+        }
+        let reread = cached.is_some();
+        let tokens = Arc::new(Tokens::load(path).await?);
+        if reread {
+            tracing::info!(sheet = %self.config.sheet, "google_sheets: read the service-account key again");
+        }
+        *cached = Some((tokens.clone(), stamp));
+        Ok(tokens)
     }
 
     fn target<'a>(&'a self, tokens: &'a Tokens) -> Target<'a> {
@@ -300,6 +318,7 @@ impl Connector for Sheets {
             Ok(t) => t,
             Err(reason) => return vec![Attempt::new(Outcome::retry(reason)); records.len()],
         };
+        let tokens = tokens.as_ref();
         let input = self.config.value_input;
         let mut out: Vec<Option<Attempt>> = vec![None; records.len()];
         let mut rows: Vec<(usize, layout::Row)> = Vec::with_capacity(records.len());
@@ -374,6 +393,7 @@ impl Connector for Sheets {
     /// then, in header mode, `values.get` of row 1 and where each field goes. Writes nothing.
     async fn check(&self) -> Result<String, ConnectorError> {
         let tokens = self.tokens().await.map_err(ConnectorError::Check)?;
+        let tokens = tokens.as_ref();
         let refused = |r: Refused| {
             ConnectorError::Check(r.attempt.outcome.reason().unwrap_or("refused").to_string())
         };
@@ -475,6 +495,7 @@ impl Connector for Sheets {
             return Ok(self.describe(record));
         }
         let tokens = self.tokens().await.map_err(ConnectorError::Check)?;
+        let tokens = tokens.as_ref();
         let header = self.read_header(tokens, &Unlimited).await.map_err(|r| {
             ConnectorError::Check(r.attempt.outcome.reason().unwrap_or("refused").to_string())
         })?;

@@ -21,6 +21,8 @@ pub struct AppState {
     pub worker: Worker,
     /// Set at shutdown: new notifications get 503 so Qualifio retries elsewhere or later.
     pub stopping: Arc<AtomicBool>,
+    /// Set when a background task ended on its own: the relay is stopping to be restarted.
+    pub failed: Arc<std::sync::OnceLock<String>>,
     /// The last readiness probe: `/readyz` writes to the store at most once a second, so
     /// probes (which need no credentials) cannot crowd out accepts.
     pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,
@@ -58,6 +60,10 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if let Some(why) = state.failed.get() {
+        return HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({ "status": "failed", "reason": why }));
+    }
     if state.draining() {
         return HttpResponse::ServiceUnavailable()
             .json(serde_json::json!({ "status": "stopping" }));

@@ -2,6 +2,7 @@
 //! maps it, hands it to the connector, records the attempt and decides what comes next. Lanes
 //! are independent, so a slow or failing destination never delays the others.
 
+mod fault;
 pub mod rate;
 pub mod retry;
 
@@ -121,18 +122,35 @@ impl Worker {
         }
     }
 
-    /// Runs every lane until `shutdown`, then lets in-flight attempts finish for up to
-    /// [`DRAIN_TIMEOUT`] and gives back the leases of those that did not.
-    pub async fn run(self, shutdown: Shutdown) {
-        let mut tasks = Vec::new();
+    /// Runs every lane until `shutdown`. A lane that ends before it (a panic) ends them all and
+    /// is returned as an error, so the process can stop and be restarted; then call
+    /// [`Worker::drain`] in both cases.
+    pub async fn run(self, shutdown: Shutdown) -> Result<(), String> {
+        let mut lanes = tokio::task::JoinSet::new();
+        let mut names = HashMap::new();
         for lane in self.lanes.values() {
-            tasks.push(tokio::spawn(
-                self.clone().lane_loop(lane.clone(), shutdown.clone()),
-            ));
+            let task = lanes.spawn(self.clone().lane_loop(lane.clone(), shutdown.clone()));
+            names.insert(task.id(), lane.destination.name.clone());
         }
-        for t in tasks {
-            let _ = t.await;
+        while let Some(ended) = lanes.join_next_with_id().await {
+            if shutdown.is_set() {
+                continue;
+            }
+            let (id, how) = match ended {
+                Ok((id, ())) => (id, "ended"),
+                Err(e) if e.is_panic() => (e.id(), "panicked"),
+                Err(e) => (e.id(), "was cancelled"),
+            };
+            let name = names.get(&id).map_or("?", String::as_str);
+            lanes.shutdown().await;
+            return Err(format!("the delivery lane of {name} {how}"));
         }
+        Ok(())
+    }
+
+    /// Lets in-flight attempts finish for up to [`DRAIN_TIMEOUT`] and gives back the leases of
+    /// those that did not.
+    pub async fn drain(&self) {
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
             for lane in self.lanes.values() {
                 let n = u32::try_from(lane.destination.concurrency).unwrap_or(u32::MAX);
@@ -162,6 +180,7 @@ impl Worker {
 
     async fn lane_loop(self, lane: Arc<Lane>, mut shutdown: Shutdown) {
         let name = lane.destination.name.clone();
+        let fault = fault::lane_panics(&name);
         let linger = lane.connector.linger();
         // Whether the last claim took everything due: then the next one may wait for company.
         let mut drained = true;
@@ -199,6 +218,9 @@ impl Worker {
                 .map_or(true, |b| b.len() < lane.connector.max_batch());
             match claimed {
                 Ok(batch) if !batch.is_empty() => {
+                    if fault {
+                        panic!("test fault: the lane of {name} panics at its first claim");
+                    }
                     let worker = self.clone();
                     let lane = lane.clone();
                     tokio::spawn(async move {

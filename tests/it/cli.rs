@@ -109,7 +109,10 @@ async fn check_and_serve_name_a_removed_destination_that_still_has_work() {
         if let Some(l) = text.lines().find(|l| l.contains("old_crm")) {
             break l.to_string();
         }
-        assert!(std::time::Instant::now() < deadline, "no warning in:\n{text}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no warning in:\n{text}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     };
     let _ = child.kill();

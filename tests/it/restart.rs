@@ -21,11 +21,16 @@ fn free_port() -> u16 {
 }
 
 fn spawn(dir: &Path, log: &str) -> Child {
+    spawn_with(dir, log, &[])
+}
+
+fn spawn_with(dir: &Path, log: &str, env: &[(&str, &str)]) -> Child {
     let stderr = std::fs::File::create(dir.join(log)).unwrap();
     Command::new(env!("CARGO_BIN_EXE_hookfan"))
         .args(["serve", "--config", "hookfan.toml", "--log-format", "json"])
         .current_dir(dir)
         .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(stderr)
         .spawn()
@@ -180,4 +185,98 @@ when = 'participant.email | date == "2026"'
             "the logs contain {secret:?}:\n{logs}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_background_task_that_dies_fails_readiness_and_the_process() {
+    crate::support::init();
+    let crm = FakeCrm::start().await;
+    // The other destination's attempt is in flight while the relay stops.
+    crm.set_default(Reply::status(200).delay(Duration::from_secs(3)));
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+
+[sources.qualifio]
+auth = "none"
+
+[destinations.crm]
+type = "webhook"
+url = "{}"
+
+[destinations.slow]
+type = "webhook"
+url = "{}"
+"#,
+        crm.url("/crm"),
+        crm.url("/slow")
+    );
+    std::fs::write(dir.path().join("hookfan.toml"), config).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    // A fault switch of debug builds: the crm lane panics at its first claim.
+    let child = spawn_with(
+        dir.path(),
+        "serve.log",
+        &[("HOOKFAN_TEST_FAULT", "lane-panic:crm")],
+    );
+    wait_up(&client, &base).await;
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let r = client
+        .post(format!("{base}/hooks/qualifio"))
+        .body(v2_with_id("fault-1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+
+    // While the slow attempt drains, readiness says why the relay is going down.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let answer = loop {
+        let r = client.get(format!("{base}/readyz")).send().await.unwrap();
+        if r.status().as_u16() == 503 {
+            break r.json::<serde_json::Value>().await.unwrap();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(answer["status"], "failed");
+    assert!(
+        answer["reason"]
+            .as_str()
+            .unwrap()
+            .contains("the delivery lane of crm panicked"),
+        "{answer}"
+    );
+
+    let mut child = child;
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        !status.success(),
+        "a dead task must end serve with an error"
+    );
+    let logs = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    let fault = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["level"] == "ERROR" && l["fault"].is_string())
+        .unwrap_or_else(|| panic!("no error logged:\n{logs}"));
+    assert!(
+        fault["fault"]
+            .as_str()
+            .unwrap()
+            .contains("the delivery lane of crm panicked"),
+        "{fault}"
+    );
+    // The slow attempt was let finish before the exit.
+    assert_eq!(
+        crm.received().iter().filter(|r| r.path == "/slow").count(),
+        1
+    );
 }

@@ -1009,3 +1009,37 @@ async fn a_refused_chunk_marks_only_its_own_rows_and_the_rest_stay_due() {
     assert_eq!(s.rows().len(), 301);
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_replaced_at_the_same_path_resumes_delivery_without_a_restart() {
+    let s = Setup::new().await;
+    s.google.add_tab(ID, TAB, &[&["email", "name", "campaign"]]);
+    let relay = s.relay("", FIELDS).await;
+    relay.accept(v2_with_id("key-1")).await;
+    s.google.wait_rows(ID, TAB, 2, WAIT).await;
+
+    // The key is revoked in the Cloud console: Google gives no more tokens for it.
+    s.google.replace_key();
+    relay.accept(v2_with_id("key-2")).await;
+    let store = relay.store().await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let rows = store.list(&for_destination("sheet")).await.unwrap();
+        if rows.iter().any(|r| {
+            r.last_error
+                .as_deref()
+                .is_some_and(|e| e.contains("cannot get an access token"))
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{rows:#?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // The new key's JSON goes where the old one was: the next attempt reads it.
+    assert_eq!(s.google.write_new_key(s.dir.path()), s.key);
+    let rows = s.google.wait_rows(ID, TAB, 3, WAIT).await;
+    assert_eq!(rows[2][0], EMAIL_V2);
+    delivered(&relay, 2).await;
+    relay.stop().await;
+}

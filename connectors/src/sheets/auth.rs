@@ -2,7 +2,8 @@
 //! the JWT, posts it to the key's `token_uri`, caches the token and renews it before it expires).
 
 use std::path::Path;
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime};
 
 use yup_oauth2::authenticator::Authenticator;
 use yup_oauth2::{DefaultHyperClientBuilder, HyperClientBuilder, ServiceAccountKey};
@@ -24,6 +25,26 @@ pub struct Tokens {
     /// The service account's e-mail: the operator shares the spreadsheet with it.
     pub email: String,
     pub token_uri: String,
+    /// Set when Google would not give a token: the key may have been revoked, and a new one
+    /// put at the same path, so the file is read again before the next try.
+    failed: AtomicBool,
+}
+
+/// What identifies a version of the key file: a key written over the old one changes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyStamp {
+    modified: Option<SystemTime>,
+    len: u64,
+}
+
+impl KeyStamp {
+    pub fn of(path: &Path) -> Option<KeyStamp> {
+        let meta = std::fs::metadata(path).ok()?;
+        Some(KeyStamp {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+        })
+    }
 }
 
 impl Tokens {
@@ -51,6 +72,7 @@ impl Tokens {
             authenticator,
             email,
             token_uri,
+            failed: AtomicBool::new(false),
         })
     }
 
@@ -81,7 +103,13 @@ impl Tokens {
             .ok_or_else(|| "the token endpoint answered without an access token".to_string())
     }
 
+    /// Whether Google refused a token since the key was read.
+    pub fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+
     fn failed(&self, e: yup_oauth2::Error) -> String {
+        self.failed.store(true, Ordering::Relaxed);
         format!(
             "cannot get an access token for {} from {}: {e}",
             self.email, self.token_uri

@@ -71,6 +71,9 @@ struct State {
     requests: Vec<Request>,
     valid_tokens: Vec<String>,
     issued: usize,
+    /// The public halves of the keys the service account has (DER); assertions signed by
+    /// another key are refused.
+    keys: Vec<Vec<u8>>,
 }
 
 pub struct FakeGoogle {
@@ -87,14 +90,14 @@ impl FakeGoogle {
             requests: Vec::new(),
             valid_tokens: Vec::new(),
             issued: 0,
+            keys: vec![public_key_der(KEY_FILES[0])],
         }));
         let arrived = Arc::new(Notify::new());
-        let public_key: Arc<Vec<u8>> = Arc::new(public_key_der());
         let (s, a) = (state.clone(), arrived.clone());
         let base = super::serve(2, move |req: HttpRequest, body: web::Bytes| {
-            let (s, a, k) = (s.clone(), a.clone(), public_key.clone());
+            let (s, a) = (s.clone(), a.clone());
             async move {
-                let response = answer(&req, &body, &s, &k);
+                let response = answer(&req, &body, &s);
                 a.notify_waiters();
                 response
             }
@@ -112,10 +115,24 @@ impl FakeGoogle {
 
     /// Writes a service-account key file for the test key, with `token_uri` pointing here.
     pub fn write_key(&self, dir: &Path) -> PathBuf {
-        let pem = std::fs::read_to_string(
-            Path::new(FIXTURES).join("google-TEST-ONLY-service-account-key.pem"),
-        )
-        .unwrap();
+        self.write_key_file(dir, 0)
+    }
+
+    /// The operator deletes the key in the Cloud console and makes a new one: the old key's
+    /// assertions and every token issued so far are refused from now on.
+    pub fn replace_key(&self) {
+        let mut s = self.state.lock().unwrap();
+        s.keys = vec![public_key_der(KEY_FILES[1])];
+        s.valid_tokens.clear();
+    }
+
+    /// Writes the new key's JSON (see [`FakeGoogle::replace_key`]) over the old one's.
+    pub fn write_new_key(&self, dir: &Path) -> PathBuf {
+        self.write_key_file(dir, 1)
+    }
+
+    fn write_key_file(&self, dir: &Path, which: usize) -> PathBuf {
+        let pem = std::fs::read_to_string(Path::new(FIXTURES).join(KEY_FILES[which].0)).unwrap();
         let key = json!({
             "type": "service_account",
             "project_id": "campaign-relay",
@@ -215,12 +232,21 @@ pub fn google_error(code: u16, status: &str, message: &str) -> String {
     json!({"error": {"code": code, "message": message, "status": status}}).to_string()
 }
 
-/// The test key's public half, as ring wants it (PKCS#1 `RSAPublicKey`, DER).
-fn public_key_der() -> Vec<u8> {
-    let pem = std::fs::read_to_string(
-        Path::new(FIXTURES).join("google-TEST-ONLY-service-account-key.pub.pem"),
-    )
-    .unwrap();
+/// The service account's test keys: (private key, public key) fixture files.
+const KEY_FILES: [(&str, &str); 2] = [
+    (
+        "google-TEST-ONLY-service-account-key.pem",
+        "google-TEST-ONLY-service-account-key.pub.pem",
+    ),
+    (
+        "google-TEST-ONLY-service-account-key-2.pem",
+        "google-TEST-ONLY-service-account-key-2.pub.pem",
+    ),
+];
+
+/// A test key's public half, as ring wants it (PKCS#1 `RSAPublicKey`, DER).
+fn public_key_der((_, public): (&str, &str)) -> Vec<u8> {
+    let pem = std::fs::read_to_string(Path::new(FIXTURES).join(public)).unwrap();
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
     STANDARD.decode(body).unwrap()
 }
@@ -333,7 +359,7 @@ fn rows_of(body: &Value) -> Vec<Vec<String>> {
         .unwrap_or_default()
 }
 
-fn answer(req: &HttpRequest, body: &[u8], state: &Mutex<State>, public_key: &[u8]) -> HttpResponse {
+fn answer(req: &HttpRequest, body: &[u8], state: &Mutex<State>) -> HttpResponse {
     // The JWT's audience must be the token endpoint it was posted to: this one.
     let token_uri = format!("http://{}/token", req.connection_info().host());
     let query: HashMap<String, String> = url::form_urlencoded::parse(req.query_string().as_bytes())
@@ -378,7 +404,7 @@ fn answer(req: &HttpRequest, body: &[u8], state: &Mutex<State>, public_key: &[u8
     };
 
     let result = handle(
-        &mut s, call, &id, &range, &query, body, &body_json, req, public_key, &token_uri,
+        &mut s, call, &id, &range, &query, body, &body_json, req, &token_uri,
     );
     let (reply, problem) = match result {
         Ok(r) => (r, None),
@@ -402,7 +428,6 @@ fn handle(
     body: &[u8],
     body_json: &Value,
     req: &HttpRequest,
-    public_key: &[u8],
     token_uri: &str,
 ) -> Handled {
     if call == Call::Token {
@@ -424,7 +449,7 @@ fn handle(
             return Err(refuse("grant_type must be the JWT bearer grant"));
         }
         let assertion = form.get("assertion").cloned().unwrap_or_default();
-        verify_assertion(&assertion, public_key, token_uri).map_err(|e| refuse(&e))?;
+        verify_assertion(&assertion, &s.keys, token_uri).map_err(|e| refuse(&e))?;
         s.issued += 1;
         let token = format!("ya29.fake-token-{}", s.issued);
         s.valid_tokens.push(token.clone());
@@ -592,7 +617,7 @@ fn handle(
 /// Google's checks on a service-account assertion: RS256 over `header.claims` with the key's
 /// public half, issued by the service account, for this endpoint and the spreadsheets scope,
 /// not expired.
-fn verify_assertion(assertion: &str, public_key: &[u8], token_uri: &str) -> Result<(), String> {
+fn verify_assertion(assertion: &str, keys: &[Vec<u8>], token_uri: &str) -> Result<(), String> {
     let parts: Vec<&str> = assertion.split('.').collect();
     let [header, claims, signature] = parts.as_slice() else {
         return Err("the assertion is not a JWT".into());
@@ -607,12 +632,15 @@ fn verify_assertion(assertion: &str, public_key: &[u8], token_uri: &str) -> Resu
         return Err(format!("alg must be RS256, got {}", header["alg"]));
     }
     let signed = &assertion[..assertion.rfind('.').unwrap_or(0)];
-    ring::signature::UnparsedPublicKey::new(
-        &ring::signature::RSA_PKCS1_2048_8192_SHA256,
-        public_key,
-    )
-    .verify(signed.as_bytes(), &decode(signature)?)
-    .map_err(|_| "Invalid JWT Signature.".to_string())?;
+    let signature = decode(signature)?;
+    let signed_by_a_key = keys.iter().any(|key| {
+        ring::signature::UnparsedPublicKey::new(&ring::signature::RSA_PKCS1_2048_8192_SHA256, key)
+            .verify(signed.as_bytes(), &signature)
+            .is_ok()
+    });
+    if !signed_by_a_key {
+        return Err("Invalid JWT Signature.".into());
+    }
     let claims: Value = serde_json::from_slice(&decode(claims)?).map_err(|e| e.to_string())?;
     let now = jiff::Timestamp::now().as_second();
     if claims["iss"] != EMAIL {
