@@ -333,6 +333,27 @@ async fn a_field_that_cannot_render_is_dead_with_its_message() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_attempt_before_a_delivery_goes_dead_is_recorded_as_dead() {
+    let crm = FakeCrm::start().await;
+    crm.set_default(Reply::status(503));
+    let relay = Relay::start(&config(&webhook("crm", &crm.url("/in"), ""))).await;
+    relay.accept(v2_with_id("spent-1")).await;
+    let store = relay.store().await;
+    // Three retries on the schedule, then dead: the fourth attempt's row says so, as the log does.
+    let rows = wait_deliveries(&store, for_destination("crm"), Status::Dead, 1, WAIT).await;
+    assert_eq!(
+        crate::support::attempt_summary(&store, rows[0].id).await,
+        [
+            (1, "retry", Some(503)),
+            (2, "retry", Some(503)),
+            (3, "retry", Some(503)),
+            (4, "dead", Some(503))
+        ]
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_left_by_a_killed_worker_is_taken_over() {
     let crm = FakeCrm::start().await;
     let dir = Arc::new(tempfile::tempdir().unwrap());
