@@ -111,8 +111,9 @@ async fn read_body_unbounded(
     Ok(body)
 }
 
-/// Validates the document: a JSON object with a non-empty string `id`.
-fn parse(body: &[u8]) -> Result<(serde_json::Value, String), String> {
+/// Validates the document: a JSON object with a non-empty string `id`. Public for the fuzz
+/// targets, which feed it arbitrary bytes.
+pub fn parse(body: &[u8]) -> Result<(serde_json::Value, String), String> {
     let doc: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
     if !doc.is_object() {

@@ -1,7 +1,7 @@
 //! The HTTP side: Qualifio's `POST`s on each source's path, `/healthz` and `/readyz`.
 
 mod auth;
-mod hooks;
+pub mod hooks;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
