@@ -49,7 +49,8 @@ use crate::config::Config;
 use crate::store::Store;
 use crate::worker::Worker;
 
-/// How often delivered and dead work older than `[storage] retention` is purged.
+/// How often delivered work older than `[storage] retention` is purged (dead and cancelled
+/// work stays until replayed or purged by an operator).
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
@@ -233,7 +234,7 @@ async fn purge_loop(store: Arc<dyn Store>, retention: Duration, mut stop: shutdo
     loop {
         let before = store::now_ms()
             .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
-        match store.purge(before).await {
+        match store.purge(&[store::Status::Delivered], before).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(purged = n, "purged old deliveries"),
             Err(e) => tracing::warn!(error = %e, "purge failed"),

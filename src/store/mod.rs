@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use model::{
-    Accepted, AttemptLog, AttemptOutcome, AttemptRow, Claimed, DeliveryRow, Filter, Incoming, Next,
-    Status, UnknownWord, now_ms,
+    Accepted, AttemptLog, AttemptOutcome, AttemptRow, Claimed, DeliveryRow, DestinationStats,
+    Filter, Forgotten, HourCount, Incoming, Next, NotificationRow, Replayed, Selection, Status,
+    UnknownWord, now_ms,
 };
 pub use sqlite::SqliteStore;
 
@@ -25,6 +26,8 @@ pub enum StoreError {
     Unsupported(String),
     #[error("the operating system's random generator failed")]
     Random,
+    #[error("{0}")]
+    Busy(String),
 }
 
 /// The seam every storage backend implements. A `2xx` to Qualifio follows only a successful
@@ -75,9 +78,32 @@ pub trait Store: Send + Sync {
         delivery_id: i64,
     ) -> Result<Option<(DeliveryRow, Vec<AttemptRow>)>, StoreError>;
 
-    /// Deletes delivered and dead deliveries last changed before `before`, and notifications
-    /// left without deliveries. Returns how many deliveries went.
-    async fn purge(&self, before: i64) -> Result<u64, StoreError>;
+    /// The notification behind a delivery, as received.
+    async fn notification(&self, id: i64) -> Result<Option<NotificationRow>, StoreError>;
+
+    /// Each destination with deliveries: counts by status, the oldest waiting one, the last
+    /// success and error, and attempts (failed ones too) since `recent_since`.
+    async fn stats(&self, recent_since: i64) -> Result<Vec<DestinationStats>, StoreError>;
+
+    /// Attempts per destination and hour since `since_hour` (Unix hours): anonymous counts that
+    /// outlive purges and erasure.
+    async fn hourly(&self, since_hour: i64) -> Result<Vec<HourCount>, StoreError>;
+
+    /// Makes the selected deliveries due now with a fresh retry schedule; delivered ones only
+    /// with `force`; one in flight is left to finish.
+    async fn replay(&self, selection: &Selection, force: bool) -> Result<Replayed, StoreError>;
+
+    /// Cancels `destination`'s deliveries in `statuses` (pending, retrying): kept in the log.
+    async fn cancel(&self, destination: &str, statuses: &[Status]) -> Result<u64, StoreError>;
+
+    /// Erases every notification of a participation, its deliveries and attempts, leaving no
+    /// byte of them in the database files; the anonymous hourly counts stay.
+    async fn forget(&self, participation_id: &str) -> Result<Forgotten, StoreError>;
+
+    /// Deletes deliveries in finished `statuses` (delivered, dead, cancelled) last changed
+    /// before `before`, and notifications left without deliveries. Returns how many deliveries
+    /// went.
+    async fn purge(&self, statuses: &[Status], before: i64) -> Result<u64, StoreError>;
 }
 
 /// The database file of a `sqlite://FILE[?…]` URL.

@@ -37,6 +37,8 @@ pub struct Claimed {
     pub destination: String,
     /// Attempts made before this one.
     pub attempts: u32,
+    /// Attempts made before the last replay: the retry schedule counts from there.
+    pub retry_base: u32,
     pub state: Option<serde_json::Value>,
     pub body: Arc<str>,
     pub received_at: i64,
@@ -52,7 +54,7 @@ pub struct Claimed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Next {
     Delivered,
-    /// Pending again, due at this time (Unix milliseconds).
+    /// Retrying: due again at this time (Unix milliseconds).
     RetryAt(i64),
     Dead,
 }
@@ -69,7 +71,7 @@ impl Next {
     pub fn status(self) -> Status {
         match self {
             Next::Delivered => Status::Delivered,
-            Next::RetryAt(_) => Status::Pending,
+            Next::RetryAt(_) => Status::Retrying,
             Next::Dead => Status::Dead,
         }
     }
@@ -104,12 +106,12 @@ pub struct UnknownWord {
 
 /// Declares a closed set of words, each one stored, logged and shown the same way.
 macro_rules! words {
-    ($(#[$doc:meta])* $name:ident ($kind:literal) { $($variant:ident = $word:literal),+ $(,)? }) => {
+    ($(#[$doc:meta])* $name:ident ($kind:literal) { $($(#[$vdoc:meta])* $variant:ident = $word:literal),+ $(,)? }) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
         #[serde(rename_all = "lowercase")]
         pub enum $name {
-            $($variant),+
+            $($(#[$vdoc])* $variant),+
         }
 
         impl $name {
@@ -144,9 +146,22 @@ macro_rules! words {
 words! {
     /// A delivery's status.
     Status ("status") {
+        /// Due now or when scheduled, never tried (or replayed).
         Pending = "pending",
+        /// Tried, and due again later.
+        Retrying = "retrying",
         Delivered = "delivered",
+        /// Refused for good, or out of retries; stays until replayed or purged.
         Dead = "dead",
+        /// Withdrawn by an operator; kept in the delivery log.
+        Cancelled = "cancelled",
+    }
+}
+
+impl Status {
+    /// Still to be delivered: pending or retrying.
+    pub fn is_waiting(self) -> bool {
+        matches!(self, Status::Pending | Status::Retrying)
     }
 }
 
@@ -187,13 +202,88 @@ pub struct AttemptRow {
     pub response: Option<String>,
 }
 
-/// Which deliveries to list.
+/// Which deliveries to list (all filters together), newest first.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub status: Option<Status>,
     pub destination: Option<String>,
     pub participation_id: Option<String>,
+    /// Created at or after (Unix milliseconds).
+    pub since: Option<i64>,
+    /// At most this many; 0 means 100.
     pub limit: u32,
+}
+
+/// A notification as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NotificationRow {
+    pub id: i64,
+    pub source: String,
+    pub participation_id: String,
+    /// `v1` or `v2`.
+    pub format: String,
+    pub received_at: i64,
+    /// The body exactly as received.
+    pub body: String,
+}
+
+/// Which deliveries an operator acts on.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    Ids(Vec<i64>),
+    Matching {
+        status: Option<Status>,
+        destination: Option<String>,
+        /// Last changed at or after (Unix milliseconds).
+        since: Option<i64>,
+    },
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Replayed {
+    /// Made due now.
+    pub replayed: u64,
+    /// Asked for by id, and not in the store.
+    pub missing: Vec<i64>,
+    /// Delivered already, and left alone (replay them with `force`).
+    pub skipped_delivered: u64,
+}
+
+/// What an erasure removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Forgotten {
+    pub notifications: u64,
+    pub deliveries: u64,
+    pub attempts: u64,
+}
+
+/// One destination's work and recent health, as the store knows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct DestinationStats {
+    pub destination: String,
+    /// How many deliveries are in each status (only those with any).
+    pub counts: Vec<(Status, u64)>,
+    /// When the oldest delivery still waiting was accepted.
+    pub oldest_waiting_at: Option<i64>,
+    /// The last delivered attempt.
+    pub last_delivered_at: Option<i64>,
+    /// The most recent failed attempt still on a waiting or dead delivery, and its error.
+    pub last_error_at: Option<i64>,
+    pub last_error: Option<String>,
+    /// Attempts (and failed ones) since the `recent` time the caller gave.
+    pub recent_attempts: u64,
+    pub recent_failures: u64,
+}
+
+/// Attempts of one destination in one hour: anonymous counts that outlive purges and erasure.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HourCount {
+    pub destination: String,
+    /// Unix hours (milliseconds / 3 600 000).
+    pub hour: i64,
+    pub delivered: u64,
+    pub failed: u64,
 }
 
 /// Milliseconds since the Unix epoch, now.

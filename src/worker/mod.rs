@@ -412,7 +412,8 @@ impl Worker {
         let number = c.attempts + 1;
         let next = retry::decide(
             &destination.retry,
-            number,
+            // A replay restarts the schedule.
+            number.saturating_sub(c.retry_base),
             &attempt.outcome,
             now_ms(),
             retry::random_unit(),

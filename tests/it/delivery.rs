@@ -193,7 +193,7 @@ async fn a_hanging_destination_does_not_delay_another() {
     loop {
         let rows = store.list(&for_destination("slow")).await.unwrap();
         if let Some(r) = rows.iter().find(|r| r.attempts >= 1) {
-            assert_eq!(r.status, Status::Pending);
+            assert_eq!(r.status, Status::Retrying);
             assert!(
                 r.last_error
                     .as_deref()

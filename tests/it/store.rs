@@ -183,16 +183,109 @@ async fn purge_removes_finished_work_only() {
         .await
         .unwrap();
 
+    let all = Status::ALL;
     assert_eq!(
-        store.purge(now_ms() - 60_000).await.unwrap(),
+        store.purge(all, now_ms() - 60_000).await.unwrap(),
         0,
         "nothing is old enough yet"
     );
-    assert_eq!(store.purge(now_ms() + 1).await.unwrap(), 1);
+    // Waiting work is never purged, whatever is asked.
+    assert_eq!(store.purge(all, now_ms() + 1).await.unwrap(), 1);
     let left = store.list(&Filter::default()).await.unwrap();
     assert_eq!(left.len(), 1);
     assert_eq!(
         (left[0].participation_id.as_str(), left[0].status.as_str()),
         ("waiting", Status::Pending.as_str())
     );
+}
+
+#[tokio::test]
+async fn a_database_of_the_previous_version_is_upgraded_in_place() {
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    use sqlx::{ConnectOptions as _, SqlSafeStr as _};
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hookfan.db");
+    // The schema as the previous release left it: migrations 1 to 3.
+    let old = |version, name: &str, sql: &'static str| {
+        Migration::new(
+            version,
+            name.to_string().into(),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&file)
+        .create_if_missing(true)
+        .connect()
+        .await
+        .unwrap();
+    Migrator::with_migrations(vec![
+        old(
+            1,
+            "init",
+            include_str!("../../migrations/sqlite/0001_init.sql"),
+        ),
+        old(
+            2,
+            "outcome words",
+            include_str!("../../migrations/sqlite/0002_outcome_words.sql"),
+        ),
+        old(
+            3,
+            "lease token",
+            include_str!("../../migrations/sqlite/0003_lease_token.sql"),
+        ),
+    ])
+    .run(&mut conn)
+    .await
+    .unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO notifications (id, source, participation_id, format, body_sha256, body, received_at)
+             VALUES (1, 'q', 'p1', 'v2', 'h', '{\"id\":\"p1\"}', 3600000);
+         INSERT INTO deliveries (id, notification_id, destination, status, attempts, next_attempt_at, created_at, updated_at)
+             VALUES (1, 1, 'crm', 'pending', 0, 0, 0, 0), (2, 1, 'sheet', 'pending', 2, 0, 0, 0),
+                    (3, 1, 'file', 'delivered', 1, 0, 0, 0);
+         INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome)
+             VALUES (2, 1, 3600000, 5, 'retry'), (2, 2, 3600001, 5, 'retry'), (3, 1, 7200000, 5, 'delivered');",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    drop(conn);
+
+    let store = SqliteStore::open(&file).await.unwrap();
+    let statuses: Vec<(i64, Status)> = store
+        .list(&Filter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.status))
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            (3, Status::Delivered),
+            (2, Status::Retrying),
+            (1, Status::Pending)
+        ]
+    );
+    // The attempts were kept, and counted per hour.
+    let (_, attempts) = store.show(2).await.unwrap().unwrap();
+    assert_eq!(attempts.len(), 2);
+    let hours: Vec<(String, i64, u64, u64)> = store
+        .hourly(0)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|h| (h.destination, h.hour, h.delivered, h.failed))
+        .collect();
+    assert_eq!(hours, [("file".into(), 2, 1, 0), ("sheet".into(), 1, 0, 2)]);
+    // And the queue works on the new schema.
+    let due = store
+        .claim_due("sheet", 10, "w", Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1);
 }

@@ -1,6 +1,10 @@
 //! SQLite, for one machine: WAL, one writer connection, accepts committed with
-//! `synchronous=FULL` (see [`Durability`]). Accepts are
-//! group-committed: whatever arrives while a commit is in flight shares the next one.
+//! `synchronous=FULL` (see [`Durability`]). Accepts are group-committed: whatever arrives while
+//! a commit is in flight shares the next one.
+//!
+//! - this file: opening, and the queue (accept, claim, record);
+//! - `log`: reading the delivery log (lists, details, stats, hourly counts);
+//! - `operate`: what operators change (replay, cancel, forget, purge).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +21,9 @@ use tokio::sync::{mpsc, oneshot};
 use super::model::*;
 use super::{Store, StoreError};
 
+mod log;
+mod operate;
+
 /// The most accepts that share one commit.
 const GROUP_MAX: usize = 512;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -31,30 +38,40 @@ pub struct SqliteStore {
 }
 
 fn migrator() -> Migrator {
-    let migration = |version, name: &str, sql: &'static str| {
+    // A migration that manages its own transaction (to switch foreign keys off) says no_tx.
+    let migration = |version, name: &str, sql: &'static str, no_tx| {
         Migration::new(
             version,
             name.to_string().into(),
             MigrationType::Simple,
             sql.into_sql_str(),
-            false,
+            no_tx,
         )
     };
     Migrator::with_migrations(vec![
         migration(
             1,
             "init",
-            include_str!("../../migrations/sqlite/0001_init.sql"),
+            include_str!("../../../migrations/sqlite/0001_init.sql"),
+            false,
         ),
         migration(
             2,
             "outcome words",
-            include_str!("../../migrations/sqlite/0002_outcome_words.sql"),
+            include_str!("../../../migrations/sqlite/0002_outcome_words.sql"),
+            false,
         ),
         migration(
             3,
             "lease token",
-            include_str!("../../migrations/sqlite/0003_lease_token.sql"),
+            include_str!("../../../migrations/sqlite/0003_lease_token.sql"),
+            false,
+        ),
+        migration(
+            4,
+            "operators",
+            include_str!("../../../migrations/sqlite/0004_operators.sql"),
+            true,
         ),
     ])
 }
@@ -72,7 +89,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(busy_timeout)
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted rows are overwritten, so an erased participation leaves no bytes behind.
+            .pragma("secure_delete", "ON");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -214,6 +233,14 @@ fn word<T: std::str::FromStr<Err = UnknownWord>>(
         .map_err(|e: UnknownWord| sqlx::Error::Decode(Box::new(e)))
 }
 
+/// A count column as u32 (attempt numbers), saturating.
+fn count(row: &SqliteRow, column: &str) -> Result<u32, sqlx::Error> {
+    Ok(row
+        .try_get::<i64, _>(column)?
+        .try_into()
+        .unwrap_or(u32::MAX))
+}
+
 fn delivery_row(row: &SqliteRow) -> Result<DeliveryRow, sqlx::Error> {
     Ok(DeliveryRow {
         id: row.try_get("id")?,
@@ -222,10 +249,7 @@ fn delivery_row(row: &SqliteRow) -> Result<DeliveryRow, sqlx::Error> {
         source: row.try_get("source")?,
         destination: row.try_get("destination")?,
         status: word(row, "status")?,
-        attempts: row
-            .try_get::<i64, _>("attempts")?
-            .try_into()
-            .unwrap_or(u32::MAX),
+        attempts: count(row, "attempts")?,
         next_attempt_at: row.try_get("next_attempt_at")?,
         last_error: row.try_get("last_error")?,
         created_at: row.try_get("created_at")?,
@@ -266,11 +290,11 @@ impl Store for SqliteStore {
                  in_doubt_since = COALESCE(in_doubt_since, claimed_at), claimed_at = ?4
              WHERE id IN (
                  SELECT id FROM deliveries
-                 WHERE destination = ?3 AND status = 'pending' AND next_attempt_at <= ?4
+                 WHERE destination = ?3 AND status IN ('pending', 'retrying') AND next_attempt_at <= ?4
                    AND (lease_expires_at IS NULL OR lease_expires_at <= ?4)
                  ORDER BY next_attempt_at, id
                  LIMIT ?5)
-             RETURNING id, notification_id, attempts, state, in_doubt_since",
+             RETURNING id, notification_id, attempts, retry_base, state, in_doubt_since",
         )
         .bind(owner)
         .bind(expires)
@@ -322,10 +346,8 @@ impl Store for SqliteStore {
                 notification_id,
                 participation_id,
                 destination: destination.to_string(),
-                attempts: row
-                    .try_get::<i64, _>("attempts")?
-                    .try_into()
-                    .unwrap_or(u32::MAX),
+                attempts: count(&row, "attempts")?,
+                retry_base: count(&row, "retry_base")?,
                 state: state_from_text(row.try_get("state")?),
                 body,
                 received_at,
@@ -340,7 +362,7 @@ impl Store for SqliteStore {
     async fn next_due(&self, destination: &str) -> Result<Option<i64>, StoreError> {
         let due: Option<i64> = sqlx::query_scalar(
             "SELECT MIN(MAX(next_attempt_at, COALESCE(lease_expires_at, 0)))
-             FROM deliveries WHERE destination = ?1 AND status = 'pending'",
+             FROM deliveries WHERE destination = ?1 AND status IN ('pending', 'retrying')",
         )
         .bind(destination)
         .fetch_one(&self.reader)
@@ -392,6 +414,21 @@ impl Store for SqliteStore {
         .bind(&batch)
         .execute(&mut *tx)
         .await?;
+        // Anonymous counts per destination and hour, for charts that outlive purge and erasure.
+        sqlx::query(
+            "INSERT INTO attempt_counts (destination, hour, delivered, failed)
+             SELECT d.destination, (value ->> 'started_at') / 3600000,
+                    SUM(value ->> 'outcome' = 'delivered'), SUM(value ->> 'outcome' != 'delivered')
+             FROM json_each(?1) JOIN deliveries d
+               ON d.id = value ->> 'id' AND d.lease_token = value ->> 'lease'
+             WHERE true
+             GROUP BY 1, 2
+             ON CONFLICT (destination, hour) DO UPDATE SET
+                 delivered = delivered + excluded.delivered, failed = failed + excluded.failed",
+        )
+        .bind(&batch)
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE deliveries SET status = x.status, attempts = x.number, next_attempt_at = x.next_at,
                  last_error = x.error, state = COALESCE(x.state, deliveries.state),
@@ -436,7 +473,7 @@ impl Store for SqliteStore {
     async fn release(&self, owner: &str) -> Result<u64, StoreError> {
         let done = sqlx::query(
             "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL
-             WHERE lease_owner = ?1 AND status = 'pending'",
+             WHERE lease_owner = ?1 AND status IN ('pending', 'retrying')",
         )
         .bind(owner)
         .execute(&mut *writer(&self.writer, Durability::Os).await?)
@@ -446,7 +483,7 @@ impl Store for SqliteStore {
 
     async fn pending_by_destination(&self) -> Result<Vec<(String, u64)>, StoreError> {
         let rows: Vec<(String, i64)> = sqlx::query_as(
-            "SELECT destination, COUNT(*) FROM deliveries WHERE status = 'pending'
+            "SELECT destination, COUNT(*) FROM deliveries WHERE status IN ('pending', 'retrying')
              GROUP BY destination ORDER BY destination",
         )
         .fetch_all(&self.reader)
@@ -469,85 +506,41 @@ impl Store for SqliteStore {
     }
 
     async fn list(&self, filter: &Filter) -> Result<Vec<DeliveryRow>, StoreError> {
-        let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-             WHERE (?1 IS NULL OR d.status = ?1) AND (?2 IS NULL OR d.destination = ?2)
-               AND (?3 IS NULL OR n.participation_id = ?3)
-             ORDER BY d.id DESC LIMIT ?4"
-        );
-        let limit = if filter.limit == 0 { 100 } else { filter.limit };
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(filter.status.map(Status::as_str))
-            .bind(&filter.destination)
-            .bind(&filter.participation_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await?;
-        Ok(rows.iter().map(delivery_row).collect::<Result<_, _>>()?)
+        self.list_deliveries(filter).await
     }
 
     async fn show(
         &self,
         delivery_id: i64,
     ) -> Result<Option<(DeliveryRow, Vec<AttemptRow>)>, StoreError> {
-        let sql = format!(
-            "SELECT {DELIVERY_COLUMNS} FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-             WHERE d.id = ?1"
-        );
-        let Some(row) = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(delivery_id)
-            .fetch_optional(&self.reader)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let delivery = delivery_row(&row)?;
-        let attempts = sqlx::query(
-            "SELECT number, started_at, duration_ms, outcome, status_code, error, response
-             FROM attempts WHERE delivery_id = ?1 ORDER BY id",
-        )
-        .bind(delivery_id)
-        .fetch_all(&self.reader)
-        .await?
-        .iter()
-        .map(|r| -> Result<AttemptRow, sqlx::Error> {
-            Ok(AttemptRow {
-                number: r
-                    .try_get::<i64, _>("number")?
-                    .try_into()
-                    .unwrap_or(u32::MAX),
-                started_at: r.try_get("started_at")?,
-                duration_ms: r.try_get("duration_ms")?,
-                outcome: word(r, "outcome")?,
-                status_code: r
-                    .try_get::<Option<i64>, _>("status_code")?
-                    .and_then(|c| u16::try_from(c).ok()),
-                error: r.try_get("error")?,
-                response: r.try_get("response")?,
-            })
-        })
-        .collect::<Result<_, _>>()?;
-        Ok(Some((delivery, attempts)))
+        self.show_delivery(delivery_id).await
     }
 
-    async fn purge(&self, before: i64) -> Result<u64, StoreError> {
-        let mut conn = writer(&self.writer, Durability::Os).await?;
-        let mut tx = conn.begin().await?;
-        let gone = sqlx::query(
-            "DELETE FROM deliveries WHERE status IN ('delivered', 'dead') AND updated_at < ?1",
-        )
-        .bind(before)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        sqlx::query(
-            "DELETE FROM notifications WHERE received_at < ?1
-             AND NOT EXISTS (SELECT 1 FROM deliveries WHERE deliveries.notification_id = notifications.id)",
-        )
-        .bind(before)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(gone)
+    async fn notification(&self, id: i64) -> Result<Option<NotificationRow>, StoreError> {
+        self.notification_row(id).await
+    }
+
+    async fn stats(&self, recent_since: i64) -> Result<Vec<DestinationStats>, StoreError> {
+        self.destination_stats(recent_since).await
+    }
+
+    async fn hourly(&self, since_hour: i64) -> Result<Vec<HourCount>, StoreError> {
+        self.hour_counts(since_hour).await
+    }
+
+    async fn replay(&self, selection: &Selection, force: bool) -> Result<Replayed, StoreError> {
+        self.replay_deliveries(selection, force).await
+    }
+
+    async fn cancel(&self, destination: &str, statuses: &[Status]) -> Result<u64, StoreError> {
+        self.cancel_deliveries(destination, statuses).await
+    }
+
+    async fn forget(&self, participation_id: &str) -> Result<Forgotten, StoreError> {
+        self.forget_participation(participation_id).await
+    }
+
+    async fn purge(&self, statuses: &[Status], before: i64) -> Result<u64, StoreError> {
+        self.purge_finished(statuses, before).await
     }
 }
