@@ -19,17 +19,22 @@
 //! - [`ingress`]: actix-web routes: the sources' `POST`s, health and readiness.
 //! - [`worker`]: per-destination lanes that claim, map, deliver and record, one tracing span per
 //!   attempt; `worker::retry` decides what comes next (pure).
-//! - [`commands`]: what `hookfan check` and `hookfan preview` print.
+//! - [`commands`]: what the commands print: `check`, `preview`, and the operators' `deliveries`,
+//!   `stats`, `replay`, `cancel`, `forget`, `purge`.
+//! - [`admin`]: the operators' listener: JSON API, delivery-log page, metrics.
+//! - [`metrics`]: Prometheus counters, histogram and gauges.
 //! - [`tls`]: HTTPS served directly, from `[server.tls]`.
 //!
 //! [`run`] wires them: it takes its listener and a shutdown future, so tests bind port 0 and
 //! stop it cleanly.
 
+pub mod admin;
 pub mod commands;
 pub mod config;
 pub mod destinations;
 pub mod ingress;
 pub mod mapping;
+pub mod metrics;
 pub mod payload;
 pub mod random;
 pub mod router;
@@ -69,23 +74,44 @@ pub enum RunError {
     Tls(String),
     #[error("stopped because {0}")]
     TaskEnded(String),
+    #[error("admin: {0}")]
+    Admin(String),
+}
+
+/// The sockets the relay serves: the hooks, and the admin listener when `[admin]` is set.
+pub struct Listeners {
+    pub hooks: std::net::TcpListener,
+    pub admin: Option<std::net::TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses the config names.
+    pub fn bind(config: &Config) -> std::io::Result<Listeners> {
+        Ok(Listeners {
+            hooks: std::net::TcpListener::bind(config.server.listen)?,
+            admin: match &config.admin {
+                Some(a) => Some(std::net::TcpListener::bind(a.listen)?),
+                None => None,
+            },
+        })
+    }
 }
 
 /// Opens the configured store and runs the relay until `shutdown` completes.
 pub async fn run(
     config: Config,
-    listener: std::net::TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let store = store::open(&config.storage.url).await?;
-    run_with_store(config, store, listener, shutdown).await
+    run_with_store(config, store, listeners, shutdown).await
 }
 
 /// [`run`] with a store opened by the caller.
 pub async fn run_with_store(
     config: Config,
     store: Arc<dyn Store>,
-    listener: std::net::TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
     let config = Arc::new(config);
@@ -103,7 +129,8 @@ pub async fn run_with_store(
         lanes.push((d.clone(), connector));
     }
     warn_of_stranded_work(&config, store.as_ref()).await;
-    let worker = Worker::new(store.clone(), mapper.clone(), lanes);
+    let metrics = Arc::new(metrics::Metrics::new());
+    let worker = Worker::new(store.clone(), mapper.clone(), lanes, metrics.clone());
     let (trigger, stop) = shutdown::channel();
     let mut worker_task = Watched::spawn("the worker", worker.clone().run(stop.clone()));
     let purge = purge_loop(store.clone(), config.storage.retention, stop);
@@ -114,6 +141,26 @@ pub async fn run_with_store(
 
     let stopping = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(std::sync::OnceLock::new());
+    let admin = match listeners.admin {
+        Some(listener) => {
+            let state = web::Data::new(
+                admin::AdminState::new(config.clone(), store.clone(), metrics.clone())
+                    .map_err(RunError::Admin)?,
+            );
+            let server = HttpServer::new(move || {
+                let state = state.clone();
+                App::new().configure(move |cfg| admin::routes(cfg, state))
+            })
+            .workers(1)
+            .disable_signals()
+            .client_request_timeout(config.server.read_timeout)
+            .shutdown_timeout(5)
+            .listen(listener)?
+            .run();
+            Some(server)
+        }
+        None => None,
+    };
     let state = web::Data::new(ingress::AppState {
         config: config.clone(),
         mapper,
@@ -121,6 +168,7 @@ pub async fn run_with_store(
         worker: worker.clone(),
         stopping: stopping.clone(),
         failed: failed.clone(),
+        metrics: metrics.clone(),
         readiness: tokio::sync::Mutex::new(None),
     });
     let server = HttpServer::new(move || {
@@ -133,13 +181,25 @@ pub async fn run_with_store(
     .client_request_timeout(config.server.read_timeout)
     .shutdown_timeout(5);
     let server = match tls {
-        Some(tls) => server.listen_rustls_0_23(listener, tls)?,
-        None => server.listen(listener)?,
+        Some(tls) => server.listen_rustls_0_23(listeners.hooks, tls)?,
+        None => server.listen(listeners.hooks)?,
     }
     .run();
     let handle = server.handle();
+    let admin_handle = admin.as_ref().map(|a| a.handle());
     let mut server_task = Watched::spawn("the HTTP server", async {
-        server.await.map_err(|e| e.to_string())
+        // The admin listener is part of the server: either ending is a fault.
+        let hooks = async { server.await.map_err(|e| e.to_string()) };
+        match admin {
+            Some(admin) => {
+                let admin = async { admin.await.map_err(|e| format!("admin listener: {e}")) };
+                tokio::select! {
+                    r = hooks => r,
+                    r = admin => r,
+                }
+            }
+            None => hooks.await,
+        }
     });
     tracing::info!(
         sources = config.sources.len(),
@@ -170,6 +230,9 @@ pub async fn run_with_store(
     let _ = worker_task.join().await;
     worker.drain().await;
     let _ = purge_task.join().await;
+    if let Some(admin) = &admin_handle {
+        admin.stop(true).await;
+    }
     handle.stop(true).await;
     let _ = server_task.join().await;
     tracing::info!("stopped");

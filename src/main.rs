@@ -1,5 +1,7 @@
 //! The `hookfan` command: parses arguments, sets up logging, and calls into the library.
 
+mod operator_cli;
+
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -20,7 +22,7 @@ struct Cli {
 }
 
 #[derive(clap::Args)]
-struct ConfigArg {
+pub struct ConfigArg {
     /// The config file [default: $HOOKFAN_CONFIG, else ./hookfan.toml]
     #[arg(
         long,
@@ -30,7 +32,7 @@ struct ConfigArg {
         hide_default_value = true,
         hide_env = true
     )]
-    config: PathBuf,
+    pub config: PathBuf,
 }
 
 #[derive(Subcommand)]
@@ -77,6 +79,8 @@ enum Command {
         /// A Qualifio payload file, or - for standard input.
         payload: PathBuf,
     },
+    #[command(flatten)]
+    Operator(operator_cli::OperatorCommand),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
             online,
             &payload,
         ),
+        Command::Operator(command) => command.run(),
     }
 }
 
@@ -142,15 +147,18 @@ fn run_serve(path: &std::path::Path, log_format: LogFormat) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listener = match std::net::TcpListener::bind(config.server.listen) {
+    let listeners = match hookfan::Listeners::bind(&config) {
         Ok(l) => l,
         Err(e) => {
-            tracing::error!("cannot listen on {}: {e}", config.server.listen);
+            tracing::error!("cannot listen: {e}");
             return ExitCode::FAILURE;
         }
     };
-    if let Ok(addr) = listener.local_addr() {
+    if let Ok(addr) = listeners.hooks.local_addr() {
         tracing::info!(%addr, config = %path.display(), "listening");
+    }
+    if let Some(Ok(addr)) = listeners.admin.as_ref().map(|l| l.local_addr()) {
+        tracing::info!(%addr, "admin listening");
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -162,7 +170,7 @@ fn run_serve(path: &std::path::Path, log_format: LogFormat) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(hookfan::run(config, listener, stop_signal())) {
+    match runtime.block_on(hookfan::run(config, listeners, stop_signal())) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -205,8 +213,8 @@ fn load(path: &std::path::Path, json: bool) -> Result<Config, ExitCode> {
     })
 }
 
-/// A runtime for the commands that make network calls.
-fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, ExitCode> {
+/// A runtime for the commands that make network calls or read the store.
+pub fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, ExitCode> {
     match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

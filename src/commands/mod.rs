@@ -1,6 +1,10 @@
-//! What `hookfan check` and `hookfan preview` print. The binary parses arguments and calls these.
+//! What the commands print: `check`, `preview`, and the operators' `deliveries`, `stats`,
+//! `replay`, `cancel`, `forget`, `purge`. The binary parses arguments and calls these; the admin
+//! API serves the same structs as JSON.
 
 pub mod check;
+pub mod log;
+pub mod operate;
 pub mod preview;
 
 use serde_json::json;

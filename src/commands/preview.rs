@@ -48,13 +48,42 @@ pub fn preview(
     only: Option<&str>,
     source: Option<&str>,
 ) -> Result<Vec<DestinationPreview>, PreviewError> {
-    let mut prepared = prepare(config, payload, only, source)?;
+    let mut prepared = prepare(config, payload, only, source, now_ms(), 0)?;
     for (preview, ready) in prepared.iter_mut() {
         if let Some((connector, record)) = ready {
             preview.request = Some(connector.describe(record));
         }
     }
     Ok(prepared.into_iter().map(|(p, _)| p).collect())
+}
+
+/// What `destination` would receive now for a stored notification (the delivery log's detail):
+/// its fields mapped with today's config, and the request, secrets redacted. `None` when the
+/// config no longer has the destination.
+pub fn for_delivery(
+    config: &Config,
+    body: &str,
+    destination: &str,
+    received_at_ms: i64,
+    delivery_id: i64,
+) -> Result<Option<DestinationPreview>, PreviewError> {
+    if config.destination(destination).is_none() {
+        return Ok(None);
+    }
+    let mut prepared = prepare(
+        config,
+        body,
+        Some(destination),
+        None,
+        received_at_ms,
+        delivery_id,
+    )?;
+    Ok(prepared.pop().map(|(mut preview, ready)| {
+        if let Some((connector, record)) = ready {
+            preview.request = Some(connector.describe(&record));
+        }
+        preview
+    }))
 }
 
 /// [`preview`], after asking each destination what shapes its request (Sheets: the header row,
@@ -66,7 +95,7 @@ pub async fn preview_online(
     only: Option<&str>,
     source: Option<&str>,
 ) -> Result<Vec<DestinationPreview>, PreviewError> {
-    let mut prepared = prepare(config, payload, only, source)?;
+    let mut prepared = prepare(config, payload, only, source, now_ms(), 0)?;
     for (preview, ready) in prepared.iter_mut() {
         if let Some((connector, record)) = ready {
             preview.request = Some(match connector.describe_online(record).await {
@@ -83,12 +112,15 @@ pub async fn preview_online(
 
 type Ready = Option<(Arc<dyn Connector>, Record)>;
 
-/// Routes and maps; each destination whose fields rendered gets its connector and record.
+/// Routes and maps, as if the notification was received at `received_at_ms` and its delivery
+/// had `delivery_id`; each destination whose fields rendered gets its connector and record.
 fn prepare(
     config: &Config,
     payload: &str,
     only: Option<&str>,
     source: Option<&str>,
+    received_at_ms: i64,
+    delivery_id: i64,
 ) -> Result<Vec<(DestinationPreview, Ready)>, PreviewError> {
     let doc: Value = serde_json::from_str(payload).map_err(PreviewError::NotJson)?;
     if !doc.is_object() {
@@ -111,7 +143,7 @@ fn prepare(
         .map_err(|e| PreviewError::Setup(e.to_string()))?;
     let client =
         hookfan_connectors::http::client().map_err(|e| PreviewError::Setup(e.to_string()))?;
-    let ctx = crate::mapping::context(&doc, now_ms());
+    let ctx = crate::mapping::context(&doc, received_at_ms);
     let routes = router::route(config, &mapper, source, &ctx);
     let participation_id = doc
         .get("id")
@@ -131,7 +163,7 @@ fn prepare(
             (None, Ok(c)) => Some((
                 c,
                 Record {
-                    delivery_id: 0,
+                    delivery_id,
                     notification_id: 0,
                     participation_id: participation_id.clone(),
                     attempt: 1,

@@ -17,11 +17,19 @@ pub struct RawConfig {
     pub storage: RawStorage,
     #[serde(default)]
     pub retry: RawRetry,
+    pub admin: Option<RawAdmin>,
     #[serde(default)]
     pub sources: IndexMap<String, RawSource>,
     /// Read as tables first: the common keys and the type's own keys are split by `type`.
     #[serde(default)]
     pub destinations: IndexMap<String, toml::Table>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<String>,
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Default, Deserialize)]

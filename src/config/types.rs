@@ -9,6 +9,7 @@ use hookfan_connectors::units::Rate;
 use hookfan_connectors::{Connector, ConnectorError, DestinationConfig, Secret};
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_STORAGE_URL: &str = "sqlite://hookfan.db";
@@ -28,8 +29,19 @@ pub struct Config {
     pub server: Server,
     pub storage: Storage,
     pub retry: RetryPolicy,
+    /// The operators' listener (API, delivery-log page, metrics), when `[admin]` is set.
+    pub admin: Option<Admin>,
     pub sources: Vec<Source>,
     pub destinations: Vec<Destination>,
+}
+
+/// `[admin]`: its own listener, so it can stay on loopback while the hooks face the internet.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub listen: SocketAddr,
+    /// Sent as `Authorization: Bearer`, or given once on the page's login form. Required off
+    /// loopback.
+    pub token: Option<Secret>,
 }
 
 #[derive(Debug, Clone)]

@@ -77,6 +77,7 @@ impl<'a> Validator<'a> {
         let server = self.server(raw.server, &root.key("server"));
         let storage = self.storage(raw.storage, &root.key("storage"));
         let retry = self.retry(&raw.retry, &RetryPolicy::default(), &root.key("retry"));
+        let admin = raw.admin.map(|a| self.admin(a, &root.key("admin")));
         let sources = self.sources(raw.sources, &root.key("sources"));
         let source_names: Vec<String> = sources.iter().map(|s| s.name.clone()).collect();
         let mut destinations = Vec::new();
@@ -91,23 +92,58 @@ impl<'a> Validator<'a> {
             server,
             storage,
             retry,
+            admin,
             sources,
             destinations,
         }
     }
 
+    fn admin(&mut self, raw: raw::RawAdmin, path: &KeyPath) -> Admin {
+        let listen = self.address(
+            raw.listen.as_deref().unwrap_or(DEFAULT_ADMIN_LISTEN),
+            &path.key("listen"),
+            DEFAULT_ADMIN_LISTEN,
+        );
+        if raw.token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+            self.problem(
+                &path.key("token"),
+                "must be at least 16 characters (`hookfan gen-secret` prints one)",
+            );
+        }
+        if raw.token.is_none() && !listen.ip().is_loopback() {
+            self.problem(
+                &path.key("token"),
+                format!(
+                    "the admin listener on {listen} is reachable from other machines: set a token (or listen on 127.0.0.1)"
+                ),
+            );
+        }
+        Admin {
+            listen,
+            token: raw.token,
+        }
+    }
+
+    /// An `IP:port` address, or a problem naming an example.
+    fn address(&mut self, text: &str, path: &KeyPath, example: &str) -> SocketAddr {
+        text.parse().unwrap_or_else(|_| {
+            self.problem(
+                path,
+                format!(
+                    "{text:?} is not an address and port, e.g. \"{example}\" or \"0.0.0.0:{}\"",
+                    example.rsplit(':').next().unwrap_or_default()
+                ),
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    }
+
     fn server(&mut self, raw: raw::RawServer, path: &KeyPath) -> Server {
-        let listen_text = raw.listen.unwrap_or_else(|| DEFAULT_LISTEN.into());
-        let listen = match listen_text.parse::<SocketAddr>() {
-            Ok(a) => a,
-            Err(_) => {
-                self.problem(
-                    &path.key("listen"),
-                    format!("{listen_text:?} is not an address and port, e.g. \"127.0.0.1:8080\" or \"0.0.0.0:8080\""),
-                );
-                SocketAddr::from(([127, 0, 0, 1], 8080))
-            }
-        };
+        let listen = self.address(
+            raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+            &path.key("listen"),
+            DEFAULT_LISTEN,
+        );
         let max_body = raw.max_body.map(|s| s.0).unwrap_or(DEFAULT_MAX_BODY);
         if max_body == 0 {
             self.problem(&path.key("max_body"), "must be above zero");

@@ -8,6 +8,7 @@ use sha2::Digest as _;
 
 use super::{AppState, auth};
 use crate::config::Source;
+use crate::metrics::Received;
 use crate::payload::Format;
 use crate::store::{Accepted, Incoming, now_ms};
 
@@ -134,13 +135,31 @@ pub async fn receive(
     source: web::Data<usize>,
     path_token: Option<web::Path<String>>,
 ) -> HttpResponse {
+    let index = **source;
+    let response = handle(req, payload, &state, index, path_token).await;
+    if let Some(source) = state.config.sources.get(index) {
+        state.metrics.received(
+            &source.name,
+            Received::from_status(response.status().as_u16()),
+        );
+    }
+    response
+}
+
+async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+    source: usize,
+    path_token: Option<web::Path<String>>,
+) -> HttpResponse {
     if state.draining() {
         return error(
             StatusCode::SERVICE_UNAVAILABLE,
             "shutting down; try again shortly",
         );
     }
-    let Some(source) = state.config.sources.get(**source) else {
+    let Some(source) = state.config.sources.get(source) else {
         return error(StatusCode::NOT_FOUND, "no such source");
     };
     let path_token = path_token.map(|p| p.into_inner());

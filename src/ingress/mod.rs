@@ -23,6 +23,7 @@ pub struct AppState {
     pub stopping: Arc<AtomicBool>,
     /// Set when a background task ended on its own: the relay is stopping to be restarted.
     pub failed: Arc<std::sync::OnceLock<String>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     /// The last readiness probe: `/readyz` writes to the store at most once a second, so
     /// probes (which need no credentials) cannot crowd out accepts.
     pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,

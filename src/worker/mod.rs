@@ -60,6 +60,7 @@ pub struct Worker {
     lanes: Arc<HashMap<String, Arc<Lane>>>,
     /// This process's name on the leases it takes.
     owner: Arc<str>,
+    metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Worker {
@@ -67,6 +68,7 @@ impl Worker {
         store: Arc<dyn Store>,
         mapper: Arc<Mapper>,
         destinations: Vec<(Destination, Arc<dyn Connector>)>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Worker {
         // Destinations sharing a rate key (one Trello token, one Google account) share one gate,
         // at the strictest of their rates.
@@ -112,6 +114,7 @@ impl Worker {
             mapper,
             lanes: Arc::new(lanes),
             owner: owner.into(),
+            metrics,
         }
     }
 
@@ -426,6 +429,11 @@ impl Worker {
                 None => format!("warning: {warnings}"),
             });
         }
+        self.metrics.attempt(
+            &destination.name,
+            next.outcome(),
+            Duration::from_millis(u64::try_from(duration_ms).unwrap_or(0)),
+        );
         tracing::info!(
             destination = %destination.name,
             delivery_id = c.delivery_id,

@@ -206,10 +206,12 @@ auth = "none"
 [destinations.crm]
 type = "webhook"
 url = "{}"
+when = 'participation.id == "fault-2"'
 
 [destinations.slow]
 type = "webhook"
 url = "{}"
+when = 'participation.id == "fault-1"'
 "#,
         crm.url("/crm"),
         crm.url("/slow")
@@ -226,13 +228,19 @@ url = "{}"
     wait_up(&client, &base).await;
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
-    let r = client
-        .post(format!("{base}/hooks/qualifio"))
-        .body(v2_with_id("fault-1"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 202);
+    // First an attempt that takes a while, then the one that makes the crm lane panic.
+    for id in ["fault-1", "fault-2"] {
+        let r = client
+            .post(format!("{base}/hooks/qualifio"))
+            .body(v2_with_id(id))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        if id == "fault-1" {
+            crm.wait_for(1, Duration::from_secs(5)).await;
+        }
+    }
 
     // While the slow attempt drains, readiness says why the relay is going down.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);

@@ -51,6 +51,8 @@ pub fn config(rest: &str) -> String {
 
 pub struct Relay {
     pub base: String,
+    /// The admin listener's base URL, when the config has `[admin]`.
+    pub admin: Option<String>,
     pub dir: Arc<TempDir>,
     pub client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
@@ -97,13 +99,26 @@ impl RelayBuilder {
         let config = write_config(dir.path(), &self.config);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        let admin_listener = config
+            .admin
+            .as_ref()
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        let admin = admin_listener
+            .as_ref()
+            .map(|l| format!("http://{}", l.local_addr().unwrap()));
+        let listeners = hookfan::Listeners {
+            hooks: listener,
+            admin: admin_listener,
+        };
         let (stop, rx) = oneshot::channel::<()>();
         let shutdown = async {
             let _ = rx.await;
         };
         let task = match self.store {
-            Some(store) => tokio::spawn(hookfan::run_with_store(config, store, listener, shutdown)),
-            None => tokio::spawn(hookfan::run(config, listener, shutdown)),
+            Some(store) => {
+                tokio::spawn(hookfan::run_with_store(config, store, listeners, shutdown))
+            }
+            None => tokio::spawn(hookfan::run(config, listeners, shutdown)),
         };
         let (base, client) = if self.tls {
             let client = reqwest::Client::builder()
@@ -118,6 +133,7 @@ impl RelayBuilder {
             if client.get(format!("{base}/healthz")).send().await.is_ok() {
                 return Relay {
                     base,
+                    admin,
                     dir,
                     client,
                     stop: Some(stop),

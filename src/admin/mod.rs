@@ -1,0 +1,162 @@
+//! The operators' listener, apart from the hooks: the JSON API (`/api/…`), the delivery-log page
+//! (`/`), and Prometheus metrics (`/metrics`). With a token, the API and metrics want
+//! `Authorization: Bearer TOKEN`, and the page asks for it once on a login form and keeps a
+//! value derived from it in an HttpOnly, SameSite=Strict cookie; form posts carry a CSRF field.
+//! Without a token (allowed on loopback only) everything is open to whoever reaches the port.
+//!
+//! - `api`: the JSON API and metrics.
+//! - `page`: the server-rendered page (minijinja templates, a little CSS, no JavaScript).
+//! - `chart`: the per-destination SVG chart of the last 24 hours.
+
+mod api;
+mod chart;
+mod page;
+
+use std::sync::Arc;
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, web};
+use hmac::{Hmac, Mac};
+use hookfan_connectors::Secret;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// The cookie the page keeps its session in.
+const SESSION_COOKIE: &str = "hookfan_admin";
+
+/// What every admin handler shares.
+pub struct AdminState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn Store>,
+    pub metrics: Arc<Metrics>,
+    token: Option<Secret>,
+    /// The session cookie's value: derived from the token, never the token itself.
+    session: String,
+    /// The hidden field every form post must carry.
+    csrf: String,
+    pages: page::Pages,
+}
+
+fn mac(key: &[u8], what: &str) -> String {
+    // HMAC takes a key of any length.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(key) else {
+        return String::new();
+    };
+    mac.update(what.as_bytes());
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+impl AdminState {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn Store>,
+        metrics: Arc<Metrics>,
+    ) -> Result<AdminState, String> {
+        let token = config.admin.as_ref().and_then(|a| a.token.clone());
+        // Without a token, a random key of this process's life signs the CSRF field.
+        let key = match &token {
+            Some(t) => t.expose().to_string(),
+            None => crate::random::hex_token(32)
+                .map_err(|_| "the random generator failed".to_string())?,
+        };
+        Ok(AdminState {
+            session: mac(key.as_bytes(), "hookfan admin session"),
+            csrf: mac(key.as_bytes(), "hookfan admin form"),
+            config,
+            store,
+            metrics,
+            token,
+            pages: page::Pages::new()?,
+        })
+    }
+
+    /// The API and metrics: a bearer token, when one is configured.
+    fn api_allowed(&self, req: &HttpRequest) -> bool {
+        let Some(token) = &self.token else {
+            return true;
+        };
+        bearer(req).is_some_and(|given| same(given, token.expose()))
+    }
+
+    /// The page: the session cookie, or the bearer token.
+    fn page_allowed(&self, req: &HttpRequest) -> bool {
+        self.token.is_none()
+            || self.api_allowed(req)
+            || cookie(req, SESSION_COOKIE).is_some_and(|c| same(&c, &self.session))
+    }
+
+    fn login_matches(&self, given: &str) -> bool {
+        self.token
+            .as_ref()
+            .is_none_or(|token| same(given, token.expose()))
+    }
+
+    /// A form post is ours: its CSRF field matches, and a browser's `Origin`, when sent, is
+    /// this listener.
+    fn form_allowed(&self, req: &HttpRequest, csrf: &str) -> bool {
+        let origin_ok = match req.headers().get(header::ORIGIN).map(|o| o.to_str()) {
+            None => true,
+            Some(Ok(origin)) => {
+                let host = req.connection_info().host().to_string();
+                origin
+                    .split_once("://")
+                    .is_some_and(|(_, rest)| rest == host)
+            }
+            Some(Err(_)) => false,
+        };
+        origin_ok && same(csrf, &self.csrf)
+    }
+}
+
+fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, rest) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// One cookie's value from the `Cookie` header.
+fn cookie(req: &HttpRequest, name: &str) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_string())
+}
+
+fn unauthorized() -> HttpResponse {
+    HttpResponse::Unauthorized()
+        .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"hookfan admin\""))
+        .json(serde_json::json!({ "error": "unauthorized" }))
+}
+
+/// Registers the admin routes.
+pub fn routes(cfg: &mut web::ServiceConfig, state: web::Data<AdminState>) {
+    cfg.app_data(state)
+        .app_data(web::JsonConfig::default().limit(64 * 1024))
+        .route("/metrics", web::get().to(api::metrics))
+        .route("/api/deliveries", web::get().to(api::list))
+        .route("/api/deliveries/{id}", web::get().to(api::show))
+        .route("/api/replay", web::post().to(api::replay))
+        .route("/api/cancel", web::post().to(api::cancel))
+        .route("/api/stats", web::get().to(api::stats))
+        .route("/", web::get().to(page::list))
+        .route("/deliveries/{id}", web::get().to(page::show))
+        .route("/deliveries/{id}/replay", web::post().to(page::replay))
+        .route("/login", web::get().to(page::login_form))
+        .route("/login", web::post().to(page::login))
+        .route("/logout", web::post().to(page::logout));
+}
