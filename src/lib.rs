@@ -144,8 +144,13 @@ pub async fn run_with_store(
     let admin = match listeners.admin {
         Some(listener) => {
             let state = web::Data::new(
-                admin::AdminState::new(config.clone(), store.clone(), metrics.clone())
-                    .map_err(RunError::Admin)?,
+                admin::AdminState::new(
+                    config.clone(),
+                    store.clone(),
+                    metrics.clone(),
+                    worker.clone(),
+                )
+                .map_err(RunError::Admin)?,
             );
             let server = HttpServer::new(move || {
                 let state = state.clone();

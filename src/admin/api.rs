@@ -137,16 +137,23 @@ pub async fn replay(
         _ => return bad_request("give either `ids`, or `status` (with `destination` and `since`)"),
     };
     match state.store.replay(&selection, body.force).await {
-        Ok(r) => match operate::missing_text(&r) {
-            Some(missing) => HttpResponse::NotFound().json(json!({
-                "error": missing,
-                "replayed": r.replayed,
-                "missing": r.missing,
-                "skipped_delivered": r.skipped_delivered,
-            })),
-            None => HttpResponse::Ok().json(r),
-        },
+        Ok(r) => {
+            state.worker.wake_all();
+            replayed(r)
+        }
         Err(e) => store_error(&e),
+    }
+}
+
+fn replayed(r: crate::store::Replayed) -> HttpResponse {
+    match operate::missing_text(&r) {
+        Some(missing) => HttpResponse::NotFound().json(json!({
+            "error": missing,
+            "replayed": r.replayed,
+            "missing": r.missing,
+            "skipped_delivered": r.skipped_delivered,
+        })),
+        None => HttpResponse::Ok().json(r),
     }
 }
 

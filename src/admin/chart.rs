@@ -49,7 +49,9 @@ pub fn charts(names: &[String], counts: &[HourCount], now_hour: i64) -> Vec<Char
                 .collect();
             let max = hours.iter().map(|(d, f)| d + f).max().unwrap_or(0).max(1);
             let scale = |n: u64| {
-                let h = n.saturating_mul(u64::try_from(HEIGHT).unwrap_or(60)).div_ceil(max);
+                let h = n
+                    .saturating_mul(u64::try_from(HEIGHT).unwrap_or(60))
+                    .div_ceil(max);
                 i64::try_from(h).unwrap_or(HEIGHT)
             };
             let bars = hours

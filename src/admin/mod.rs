@@ -33,6 +33,8 @@ pub struct AdminState {
     pub config: Arc<Config>,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
+    /// Told when a replay made work due, so it goes out at once.
+    worker: crate::worker::Worker,
     token: Option<Secret>,
     /// The session cookie's value: derived from the token, never the token itself.
     session: String,
@@ -63,6 +65,7 @@ impl AdminState {
         config: Arc<Config>,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
+        worker: crate::worker::Worker,
     ) -> Result<AdminState, String> {
         let token = config.admin.as_ref().and_then(|a| a.token.clone());
         // Without a token, a random key of this process's life signs the CSRF field.
@@ -77,6 +80,7 @@ impl AdminState {
             config,
             store,
             metrics,
+            worker,
             token,
             pages: page::Pages::new()?,
         })

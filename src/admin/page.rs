@@ -180,6 +180,7 @@ pub async fn replay(
     let force = form.force.as_deref() == Some("true");
     match state.store.replay(&Selection::Ids(vec![id]), force).await {
         Ok(r) => {
+            state.worker.wake_all();
             tracing::info!(
                 delivery_id = id,
                 replayed = r.replayed,

@@ -118,6 +118,13 @@ impl Worker {
         }
     }
 
+    /// Tells every lane to look for work (an operator made some due).
+    pub fn wake_all(&self) {
+        for lane in self.lanes.values() {
+            lane.wake.notify_one();
+        }
+    }
+
     /// Tells a destination's lane that work arrived.
     pub fn wake(&self, destination: &str) {
         if let Some(lane) = self.lanes.get(destination) {
@@ -128,7 +135,7 @@ impl Worker {
     /// Runs every lane until `shutdown`. A lane that ends before it (a panic) ends them all and
     /// is returned as an error, so the process can stop and be restarted; then call
     /// [`Worker::drain`] in both cases.
-    pub async fn run(self, shutdown: Shutdown) -> Result<(), String> {
+    pub async fn run(self, mut shutdown: Shutdown) -> Result<(), String> {
         let mut lanes = tokio::task::JoinSet::new();
         let mut names = HashMap::new();
         for lane in self.lanes.values() {
@@ -148,6 +155,8 @@ impl Worker {
             lanes.shutdown().await;
             return Err(format!("the delivery lane of {name} {how}"));
         }
+        // No destination at all: nothing to run, but the worker still lives until the stop.
+        shutdown.wait().await;
         Ok(())
     }
 

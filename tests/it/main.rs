@@ -9,6 +9,8 @@ mod delivery;
 mod fakes;
 mod ingress;
 mod mapping;
+mod operators;
+mod page;
 mod props;
 mod restart;
 mod sheets;
