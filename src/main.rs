@@ -79,6 +79,8 @@ enum Command {
         /// A Qualifio payload file, or - for standard input.
         payload: PathBuf,
     },
+    /// Print a fresh random secret (32 bytes, hex) for a source's token or the admin token.
+    GenSecret,
     #[command(flatten)]
     Operator(operator_cli::OperatorCommand),
 }
@@ -116,6 +118,16 @@ fn main() -> ExitCode {
             online,
             &payload,
         ),
+        Command::GenSecret => match hookfan::random::hex_token(32) {
+            Ok(secret) => {
+                println!("{secret}");
+                ExitCode::SUCCESS
+            }
+            Err(_) => {
+                eprintln!("the operating system's random generator failed");
+                ExitCode::FAILURE
+            }
+        },
         Command::Operator(command) => command.run(),
     }
 }

@@ -124,6 +124,18 @@ async fn check_and_serve_name_a_removed_destination_that_still_has_work() {
 }
 
 #[test]
+fn gen_secret_prints_a_fresh_32_byte_token_each_time() {
+    let one = stdout(&run(&mut hookfan(&["gen-secret"])));
+    let two = stdout(&run(&mut hookfan(&["gen-secret"])));
+    for s in [&one, &two] {
+        let s = s.trim_end();
+        assert_eq!(s.len(), 64, "{s}");
+        assert!(s.chars().all(|c| c.is_ascii_hexdigit()), "{s}");
+    }
+    assert_ne!(one, two);
+}
+
+#[test]
 fn check_summarises_the_example() {
     let out = run(&mut hookfan(&["check", "--config", "config.example.toml"]));
     assert_exit(&out, 0);

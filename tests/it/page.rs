@@ -142,7 +142,31 @@ impl Browser {
         .map_or(0, Vec::len)
     }
 
+    /// Waits until an element matches `css` (a click's navigation may still be loading).
+    async fn wait(&self, css: &str) {
+        for _ in 0..200 {
+            if self.count(css).await > 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("no {css} on {}", self.current_url().await);
+    }
+
+    /// Waits until the address ends with `tail`.
+    async fn wait_url(&self, tail: &str) -> String {
+        for _ in 0..200 {
+            let url = self.current_url().await;
+            if url.ends_with(tail) {
+                return url;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("never reached …{tail}: at {}", self.current_url().await);
+    }
+
     async fn text(&self, css: &str) -> String {
+        self.wait(css).await;
         let id = self.find(css).await;
         self.call(
             reqwest::Method::GET,
@@ -156,6 +180,7 @@ impl Browser {
     }
 
     async fn attribute(&self, css: &str, name: &str) -> String {
+        self.wait(css).await;
         let id = self.find(css).await;
         self.call(
             reqwest::Method::GET,
@@ -169,6 +194,7 @@ impl Browser {
     }
 
     async fn click(&self, css: &str) {
+        self.wait(css).await;
         let id = self.find(css).await;
         self.call(
             reqwest::Method::POST,
@@ -179,6 +205,7 @@ impl Browser {
     }
 
     async fn type_into(&self, css: &str, text: &str) {
+        self.wait(css).await;
         let id = self.find(css).await;
         self.call(
             reqwest::Method::POST,
@@ -262,7 +289,7 @@ async fn an_operator_logs_in_finds_a_dead_delivery_and_replays_it_from_the_page(
 
     // Logged out, the log sends the browser to the login form; a wrong token is refused.
     browser.go(&format!("{admin}/")).await;
-    assert!(browser.current_url().await.ends_with("/login"));
+    browser.wait_url("/login").await;
     browser.type_into("#token", "not-the-token").await;
     browser.click("#login").await;
     assert_eq!(
@@ -271,6 +298,7 @@ async fn an_operator_logs_in_finds_a_dead_delivery_and_replays_it_from_the_page(
     );
     browser.type_into("#token", TOKEN).await;
     browser.click("#login").await;
+    browser.wait("#deliveries").await;
     assert_eq!(browser.current_url().await, format!("{admin}/"));
 
     // The dead delivery's row, coloured as dead, with its error; the chart has its bars.
@@ -297,12 +325,15 @@ async fn an_operator_logs_in_finds_a_dead_delivery_and_replays_it_from_the_page(
         .click("select[name=status] option[value=dead]")
         .await;
     browser.click("button.primary").await;
-    assert!(browser.current_url().await.contains("status=dead"));
+    browser
+        .wait_url("status=dead&destination=&since=&participation=")
+        .await;
     assert_eq!(browser.count("#deliveries tbody tr").await, 3);
     assert_eq!(browser.count("#deliveries tr.status-delivered").await, 0);
 
     // The detail: the error in full and the answer; the CRM is fixed, and a replay lands.
     browser.click(&format!("{row} a")).await;
+    browser.wait("#attempts").await;
     assert_eq!(browser.text("#last-error").await, "HTTP 400 Bad Request");
     assert!(
         browser
