@@ -33,10 +33,12 @@ pub mod commands;
 pub mod config;
 pub mod destinations;
 pub mod ingress;
+pub mod live;
 pub mod mapping;
 pub mod metrics;
 pub mod payload;
 pub mod random;
+pub mod redact;
 pub mod router;
 pub mod shutdown;
 pub mod store;
@@ -97,14 +99,43 @@ impl Listeners {
     }
 }
 
-/// Opens the configured store and runs the relay until `shutdown` completes.
-pub async fn run(
-    config: Config,
-    listeners: Listeners,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), RunError> {
+/// What tells a running relay to stop, or to read its config file again.
+pub struct Signals {
+    /// Completes when the relay should stop (SIGTERM, Ctrl-C).
+    pub stop: std::pin::Pin<Box<dyn Future<Output = ()> + Send>>,
+    /// Each message reads the config file again (SIGHUP).
+    pub reload: tokio::sync::mpsc::UnboundedReceiver<()>,
+}
+
+impl Signals {
+    /// Stops when `stop` completes; never reloads.
+    pub fn stop_on(stop: impl Future<Output = ()> + Send + 'static) -> Signals {
+        let (_, reload) = tokio::sync::mpsc::unbounded_channel();
+        Signals {
+            stop: Box::pin(stop),
+            reload,
+        }
+    }
+}
+
+/// Opens the configured store and runs the relay until told to stop.
+pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> Result<(), RunError> {
     let store = store::open(&config.storage.url).await?;
-    run_with_store(config, store, listeners, shutdown).await
+    run_with_store(config, store, listeners, signals).await
+}
+
+/// The enabled destinations' connectors, sharing one HTTP client.
+fn connectors(config: &Config, client: &reqwest::Client) -> Result<Vec<worker::Ready>, RunError> {
+    config
+        .destinations
+        .iter()
+        .filter(|d| d.enabled)
+        .map(|d| {
+            d.connector(client)
+                .map(|c| (d.clone(), c))
+                .map_err(|e| RunError::Connector(d.name.clone(), e))
+        })
+        .collect()
 }
 
 /// [`run`] with a store opened by the caller.
@@ -112,27 +143,28 @@ pub async fn run_with_store(
     config: Config,
     store: Arc<dyn Store>,
     listeners: Listeners,
-    shutdown: impl Future<Output = ()>,
+    signals: Signals,
 ) -> Result<(), RunError> {
-    let config = Arc::new(config);
-    let mapper = Arc::new(config.mapper()?);
+    let Signals {
+        stop: mut stop_signal,
+        mut reload,
+    } = signals;
+    let file = config.file.clone();
     let tls = match &config.server.tls {
         Some(t) => Some(tls::server_config(t).map_err(RunError::Tls)?),
         None => None,
     };
+    let certificate = tls.as_ref().map(|(_, c)| c.clone());
     let client = hookfan_connectors::http::client()?;
-    let mut lanes = Vec::new();
-    for d in config.destinations.iter().filter(|d| d.enabled) {
-        let connector = d
-            .connector(&client)
-            .map_err(|e| RunError::Connector(d.name.clone(), e))?;
-        lanes.push((d.clone(), connector));
-    }
+    let lanes = connectors(&config, &client)?;
     warn_of_stranded_work(&config, store.as_ref()).await;
+    let live = live::Shared::new(live::Live::new(config)?);
+    let config = live.get().config.clone();
     let metrics = Arc::new(metrics::Metrics::new());
-    let worker = Worker::new(store.clone(), mapper.clone(), lanes, metrics.clone());
     let (trigger, stop) = shutdown::channel();
-    let mut worker_task = Watched::spawn("the worker", worker.clone().run(stop.clone()));
+    let worker = Worker::new(store.clone(), live.clone(), metrics.clone(), stop.clone());
+    worker.apply(lanes, live.get().mapper.clone());
+    let mut worker_task = Watched::spawn("the worker", worker.clone().run());
     let purge = purge_loop(store.clone(), config.storage.retention, stop);
     let mut purge_task = Watched::spawn("the purge", async {
         purge.await;
@@ -145,7 +177,7 @@ pub async fn run_with_store(
         Some(listener) => {
             let state = web::Data::new(
                 admin::AdminState::new(
-                    config.clone(),
+                    live.clone(),
                     store.clone(),
                     metrics.clone(),
                     worker.clone(),
@@ -167,8 +199,7 @@ pub async fn run_with_store(
         None => None,
     };
     let state = web::Data::new(ingress::AppState {
-        config: config.clone(),
-        mapper,
+        live: live.clone(),
         store,
         worker: worker.clone(),
         stopping: stopping.clone(),
@@ -186,7 +217,7 @@ pub async fn run_with_store(
     .client_request_timeout(config.server.read_timeout)
     .shutdown_timeout(5);
     let server = match tls {
-        Some(tls) => server.listen_rustls_0_23(listeners.hooks, tls)?,
+        Some((tls, _)) => server.listen_rustls_0_23(listeners.hooks, tls)?,
         None => server.listen(listeners.hooks)?,
     }
     .run();
@@ -214,12 +245,19 @@ pub async fn run_with_store(
 
     // Every background task runs until told to stop: one that ends first is a fault. Then the
     // relay stops as on a signal (503 to new notifications, in-flight attempts may finish) and
-    // `run` fails, so systemd or Docker restart the process.
-    let fault = tokio::select! {
-        () = shutdown => None,
-        ended = worker_task.join() => ended,
-        ended = purge_task.join() => ended,
-        ended = server_task.join() => ended,
+    // `run` fails, so systemd or Docker restart the process. A reload in between swaps the
+    // config and the lanes, not the server: no connection is dropped.
+    let fault = loop {
+        tokio::select! {
+            () = &mut stop_signal => break None,
+            Some(()) = reload.recv() => {
+                let reloaded = Reload { file: &file, live: &live, worker: &worker, client: &client, certificate: certificate.as_deref() };
+                reloaded.run().await;
+            }
+            ended = worker_task.join() => break ended,
+            ended = purge_task.join() => break ended,
+            ended = server_task.join() => break ended,
+        }
     };
     match &fault {
         None => {
@@ -245,6 +283,81 @@ pub async fn run_with_store(
         None => Ok(()),
         Some(why) => Err(RunError::TaskEnded(why)),
     }
+}
+
+/// Reading the config file again while running.
+struct Reload<'a> {
+    file: &'a std::path::Path,
+    live: &'a live::Shared,
+    worker: &'a Worker,
+    client: &'a reqwest::Client,
+    certificate: Option<&'a tls::Certificate>,
+}
+
+impl Reload<'_> {
+    /// Loads and checks the file; a valid one takes effect for every request and attempt that
+    /// starts from now on, an invalid one is refused (with the reason logged) and the running
+    /// config stays. What only a restart can change is named in a warning.
+    async fn run(&self) {
+        tracing::info!(config = %self.file.display(), "reloading the config");
+        let new = match Config::load(self.file) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("the new config is refused; the running one stays:\n{e}");
+                return;
+            }
+        };
+        let old = self.live.get().config.clone();
+        let restart = needs_restart(&old, &new);
+        let applied = match self.apply(new) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(error = %e, "the new config is refused; the running one stays");
+                return;
+            }
+        };
+        tracing::info!(
+            added = ?applied.added,
+            changed = ?applied.changed,
+            removed = ?applied.removed,
+            "config reloaded"
+        );
+        if !restart.is_empty() {
+            tracing::warn!(keys = ?restart, "these changes take effect at the next restart");
+        }
+    }
+
+    fn apply(&self, new: Config) -> Result<worker::Applied, RunError> {
+        if let (Some(certificate), Some(tls)) = (self.certificate, &new.server.tls) {
+            certificate.reload(tls).map_err(RunError::Tls)?;
+        }
+        let lanes = connectors(&new, self.client)?;
+        let live = live::Live::new(new)?;
+        let mapper = live.mapper.clone();
+        self.live.set(live);
+        Ok(self.worker.apply(lanes, mapper))
+    }
+}
+
+/// The keys whose change a reload cannot apply.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if old.server.listen != new.server.listen {
+        out.push("server.listen");
+    }
+    if old.server.read_timeout != new.server.read_timeout {
+        out.push("server.read_timeout (for headers; the body takes the new one)");
+    }
+    if old.server.tls.is_some() != new.server.tls.is_some() {
+        out.push("server.tls (HTTPS on or off; new certificates take effect at once)");
+    }
+    if old.storage.url != new.storage.url {
+        out.push("storage.url");
+    }
+    if old.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen) {
+        out.push("admin.listen");
+    }
+    out
 }
 
 /// A background task `run` watches: it should end only when told to.

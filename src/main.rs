@@ -182,13 +182,40 @@ fn run_serve(path: &std::path::Path, log_format: LogFormat) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(hookfan::run(config, listeners, stop_signal())) {
+    match runtime.block_on(async {
+        let signals = hookfan::Signals {
+            stop: Box::pin(stop_signal()),
+            reload: reload_signal(),
+        };
+        hookfan::run(config, listeners, signals).await
+    }) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// Each SIGHUP (`systemctl reload`, `kill -HUP`) asks for the config file to be read again.
+fn reload_signal() -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    #[cfg(unix)]
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(mut hangups) => {
+            tokio::spawn(async move {
+                while hangups.recv().await.is_some() {
+                    if tx.send(()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        Err(e) => tracing::warn!("cannot listen for SIGHUP ({e}): a config change needs a restart"),
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+    rx
 }
 
 /// SIGINT (Ctrl-C) or SIGTERM (systemd, Docker, Kubernetes).

@@ -30,4 +30,19 @@ impl Shutdown {
     pub async fn wait(&mut self) {
         let _ = self.0.wait_for(|stop| *stop).await;
     }
+
+    /// A signal set as soon as this one or `other` is.
+    pub fn or(&self, other: &Shutdown) -> Shutdown {
+        let (trigger, either) = channel();
+        let (mut a, mut b) = (self.clone(), other.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = a.wait() => trigger.trigger(),
+                _ = b.wait() => trigger.trigger(),
+                // Nobody listens any more.
+                _ = trigger.0.closed() => {}
+            }
+        });
+        either
+    }
 }

@@ -86,7 +86,7 @@ pub async fn show(
         return unauthorized();
     }
     let id = id.into_inner();
-    match log::show(&state.config, state.store.as_ref(), id).await {
+    match log::show(&state.config(), state.store.as_ref(), id).await {
         Ok(Some(detail)) => HttpResponse::Ok().json(detail),
         Ok(None) => HttpResponse::NotFound().json(json!({ "error": format!("no delivery {id}") })),
         Err(e) => store_error(&e),
@@ -190,7 +190,7 @@ pub async fn stats(req: HttpRequest, state: web::Data<AdminState>) -> HttpRespon
     if !state.api_allowed(&req) {
         return unauthorized();
     }
-    match log::stats(&state.config, state.store.as_ref()).await {
+    match log::stats(&state.config(), state.store.as_ref()).await {
         Ok(items) => HttpResponse::Ok().json(items),
         Err(e) => store_error(&e),
     }
@@ -200,7 +200,7 @@ pub async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> HttpResp
     if !state.api_allowed(&req) {
         return unauthorized();
     }
-    match log::stats(&state.config, state.store.as_ref()).await {
+    match log::stats(&state.config(), state.store.as_ref()).await {
         Ok(items) => HttpResponse::Ok()
             .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
             .body(state.metrics.encode(&items)),

@@ -22,6 +22,7 @@ use sha2::Sha256;
 use subtle::ConstantTimeEq;
 
 use crate::config::Config;
+use crate::live::Shared;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -30,16 +31,14 @@ const SESSION_COOKIE: &str = "hookfan_admin";
 
 /// What every admin handler shares.
 pub struct AdminState {
-    pub config: Arc<Config>,
+    /// The current config (a reload may change the token).
+    live: Shared,
     pub store: Arc<dyn Store>,
     pub metrics: Arc<Metrics>,
     /// Told when a replay made work due, so it goes out at once.
     worker: crate::worker::Worker,
-    token: Option<Secret>,
-    /// The session cookie's value: derived from the token, never the token itself.
-    session: String,
-    /// The hidden field every form post must carry.
-    csrf: String,
+    /// Signs the CSRF field when no token is set: random, for this process's life.
+    process_key: String,
     pages: page::Pages,
 }
 
@@ -62,33 +61,49 @@ fn same(a: &str, b: &str) -> bool {
 
 impl AdminState {
     pub fn new(
-        config: Arc<Config>,
+        live: Shared,
         store: Arc<dyn Store>,
         metrics: Arc<Metrics>,
         worker: crate::worker::Worker,
     ) -> Result<AdminState, String> {
-        let token = config.admin.as_ref().and_then(|a| a.token.clone());
-        // Without a token, a random key of this process's life signs the CSRF field.
-        let key = match &token {
-            Some(t) => t.expose().to_string(),
-            None => crate::random::hex_token(32)
-                .map_err(|_| "the random generator failed".to_string())?,
-        };
         Ok(AdminState {
-            session: mac(key.as_bytes(), "hookfan admin session"),
-            csrf: mac(key.as_bytes(), "hookfan admin form"),
-            config,
+            live,
             store,
             metrics,
             worker,
-            token,
+            process_key: crate::random::hex_token(32)
+                .map_err(|_| "the random generator failed".to_string())?,
             pages: page::Pages::new()?,
         })
     }
 
+    fn config(&self) -> Arc<Config> {
+        self.live.get().config.clone()
+    }
+
+    fn token(&self) -> Option<Secret> {
+        self.config().admin.as_ref().and_then(|a| a.token.clone())
+    }
+
+    /// What signs the session and the CSRF field: the token, else the process's own key.
+    fn key(&self) -> String {
+        self.token()
+            .map_or_else(|| self.process_key.clone(), |t| t.expose().to_string())
+    }
+
+    /// The session cookie's value: derived from the token, never the token itself.
+    fn session(&self) -> String {
+        mac(self.key().as_bytes(), "hookfan admin session")
+    }
+
+    /// The hidden field every form post must carry.
+    fn csrf(&self) -> String {
+        mac(self.key().as_bytes(), "hookfan admin form")
+    }
+
     /// The API and metrics: a bearer token, when one is configured.
     fn api_allowed(&self, req: &HttpRequest) -> bool {
-        let Some(token) = &self.token else {
+        let Some(token) = self.token() else {
             return true;
         };
         bearer(req).is_some_and(|given| same(given, token.expose()))
@@ -96,15 +111,13 @@ impl AdminState {
 
     /// The page: the session cookie, or the bearer token.
     fn page_allowed(&self, req: &HttpRequest) -> bool {
-        self.token.is_none()
+        self.token().is_none()
             || self.api_allowed(req)
-            || cookie(req, SESSION_COOKIE).is_some_and(|c| same(&c, &self.session))
+            || cookie(req, SESSION_COOKIE).is_some_and(|c| same(&c, &self.session()))
     }
 
     fn login_matches(&self, given: &str) -> bool {
-        self.token
-            .as_ref()
-            .is_none_or(|token| same(given, token.expose()))
+        self.token().is_none_or(|token| same(given, token.expose()))
     }
 
     /// A form post is ours: its CSRF field matches, and a browser's `Origin`, when sent, is
@@ -120,7 +133,7 @@ impl AdminState {
             }
             Some(Err(_)) => false,
         };
-        origin_ok && same(csrf, &self.csrf)
+        origin_ok && same(csrf, &self.csrf())
     }
 }
 

@@ -89,12 +89,9 @@ pub async fn list(
         Err(e) => return store_failed(&e),
     };
     // Every configured destination, then any other the log still names.
-    let mut destinations: Vec<String> = state
-        .config
-        .destinations
-        .iter()
-        .map(|d| d.name.clone())
-        .collect();
+    let config = state.config();
+    let mut destinations: Vec<String> =
+        config.destinations.iter().map(|d| d.name.clone()).collect();
     for c in &counts {
         if !destinations.contains(&c.destination) {
             destinations.push(c.destination.clone());
@@ -111,7 +108,7 @@ pub async fn list(
                 status => &query.status, destination => &query.destination,
                 since => &query.since, participation => &query.participation,
             },
-            logout => state.token.is_some(), csrf => &state.csrf,
+            logout => state.token().is_some(), csrf => state.csrf(),
         },
     )
 }
@@ -131,7 +128,7 @@ pub async fn show(
         return see_other("/login");
     }
     let id = id.into_inner();
-    let detail = match log::show(&state.config, state.store.as_ref(), id).await {
+    let detail = match log::show(&state.config(), state.store.as_ref(), id).await {
         Ok(Some(d)) => d,
         Ok(None) => {
             return HttpResponse::NotFound()
@@ -152,7 +149,7 @@ pub async fn show(
         "detail.html",
         context! {
             d => Value::from(Serde(&detail)), participation_link, replayed => query.replayed,
-            logout => state.token.is_some(), csrf => &state.csrf,
+            logout => state.token().is_some(), csrf => state.csrf(),
         },
     )
 }
@@ -193,7 +190,7 @@ pub async fn replay(
 }
 
 pub async fn login_form(state: web::Data<AdminState>) -> HttpResponse {
-    if state.token.is_none() {
+    if state.token().is_none() {
         return see_other("/");
     }
     state
@@ -229,7 +226,7 @@ pub async fn login(
             header::SET_COOKIE,
             format!(
                 "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-                state.session
+                state.session()
             ),
         ))
         .finish()

@@ -186,6 +186,8 @@ impl Auth {
 #[derive(Debug, Clone)]
 pub struct Destination {
     pub name: String,
+    /// Changes when anything about the destination changes (a reload replaces its lane then).
+    pub fingerprint: String,
     /// Its `type`, e.g. `webhook`.
     pub type_name: &'static str,
     /// The type's own keys.

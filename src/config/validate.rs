@@ -26,6 +26,16 @@ fn dotted_field(fields: &toml::Value) -> Option<String> {
     Some(name)
 }
 
+/// What tells two versions of a destination apart across a reload: its table as written (after
+/// `${VAR}` substitution, so a changed secret counts) and the retry policy it inherits.
+fn fingerprint(table: &toml::Table, retry: &RetryPolicy) -> String {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(toml::to_string(table).unwrap_or_default());
+    hash.update(format!("{retry:?}"));
+    hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name
@@ -360,6 +370,7 @@ impl<'a> Validator<'a> {
                 "a destination name may use letters, digits, '_' and '-' only",
             );
         }
+        let fingerprint = fingerprint(&table, retry);
         let (common, own): (toml::Table, toml::Table) = table
             .into_iter()
             .partition(|(k, _)| COMMON_KEYS.contains(&k.as_str()));
@@ -445,6 +456,7 @@ impl<'a> Validator<'a> {
         };
         Some(Destination {
             name,
+            fingerprint,
             type_name: entry.name,
             kind: kind.into(),
             enabled: common.enabled.unwrap_or(true),

@@ -7,7 +7,8 @@ use serde_json::json;
 use sha2::Digest as _;
 
 use super::{AppState, auth};
-use crate::config::Source;
+use crate::config::{Config, Source};
+use crate::live::Live;
 use crate::metrics::Received;
 use crate::payload::Format;
 use crate::store::{Accepted, Incoming, now_ms};
@@ -128,21 +129,43 @@ pub fn parse(body: &[u8]) -> Result<(serde_json::Value, String), String> {
     Ok((doc, id))
 }
 
+/// The source a path belongs to: its own path, or its path and one more segment (a token).
+fn find_source<'a>(config: &'a Config, path: &str) -> Option<(&'a Source, Option<String>)> {
+    config.sources.iter().find_map(|s| {
+        if path == s.path {
+            return Some((s, None));
+        }
+        let segment = path.strip_prefix(s.path.as_str())?.strip_prefix('/')?;
+        (!segment.is_empty() && !segment.contains('/')).then(|| {
+            let token = percent_encoding::percent_decode_str(segment)
+                .decode_utf8_lossy()
+                .into_owned();
+            (s, Some(token))
+        })
+    })
+}
+
+/// Every request that is not `/healthz` or `/readyz`: a `POST` to a source's path, else 404
+/// or 405.
 pub async fn receive(
     req: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-    source: web::Data<usize>,
-    path_token: Option<web::Path<String>>,
 ) -> HttpResponse {
-    let index = **source;
-    let response = handle(req, payload, &state, index, path_token).await;
-    if let Some(source) = state.config.sources.get(index) {
-        state.metrics.received(
-            &source.name,
-            Received::from_status(response.status().as_u16()),
-        );
+    let live = state.live.get();
+    let Some((source, path_token)) = find_source(&live.config, req.path()) else {
+        return error(StatusCode::NOT_FOUND, "no source at this path");
+    };
+    if req.method() != actix_web::http::Method::POST {
+        return HttpResponse::MethodNotAllowed()
+            .insert_header((header::ALLOW, "POST"))
+            .json(json!({ "error": "a source takes POST only" }));
     }
+    let response = handle(req, payload, &state, &live, source, path_token).await;
+    state.metrics.received(
+        &source.name,
+        Received::from_status(response.status().as_u16()),
+    );
     response
 }
 
@@ -150,8 +173,9 @@ async fn handle(
     req: HttpRequest,
     payload: web::Payload,
     state: &AppState,
-    source: usize,
-    path_token: Option<web::Path<String>>,
+    live: &Live,
+    source: &Source,
+    path_token: Option<String>,
 ) -> HttpResponse {
     if state.draining() {
         return error(
@@ -159,10 +183,6 @@ async fn handle(
             "shutting down; try again shortly",
         );
     }
-    let Some(source) = state.config.sources.get(source) else {
-        return error(StatusCode::NOT_FOUND, "no such source");
-    };
-    let path_token = path_token.map(|p| p.into_inner());
     if let Err(failed) = auth::check_credentials(&source.auth, &req, path_token.as_deref()) {
         return unauthorized(source, &req, failed);
     }
@@ -172,7 +192,7 @@ async fn handle(
             "send the notification as application/json",
         );
     }
-    let server = &state.config.server;
+    let server = &live.config.server;
     let body = match read_body(&req, payload, server.max_body, server.read_timeout).await {
         Ok(b) => b,
         Err(response) => return response,
@@ -190,7 +210,7 @@ async fn handle(
     };
     let received_at = now_ms();
     let ctx = crate::mapping::context(&doc, received_at);
-    let destinations = crate::router::routed(&state.config, &state.mapper, &source.name, &ctx);
+    let destinations = crate::router::routed(&live.config, &live.mapper, &source.name, &ctx);
     let incoming = Incoming {
         source: source.name.clone(),
         participation_id,

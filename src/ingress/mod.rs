@@ -1,4 +1,6 @@
-//! The HTTP side: Qualifio's `POST`s on each source's path, `/healthz` and `/readyz`.
+//! The HTTP side: Qualifio's `POST`s on each source's path, `/healthz` and `/readyz`. The
+//! sources are looked up in the current config for each request, so a reload changes them
+//! without restarting the server.
 
 mod auth;
 pub mod hooks;
@@ -8,15 +10,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use actix_web::{HttpResponse, web};
 
-use crate::config::Config;
-use crate::mapping::Mapper;
+use crate::live::Shared;
 use crate::store::Store;
 use crate::worker::Worker;
 
 /// What every request handler shares.
 pub struct AppState {
-    pub config: Arc<Config>,
-    pub mapper: Arc<Mapper>,
+    /// The config and its compiled templates, as of the last (re)load.
+    pub live: Shared,
     pub store: Arc<dyn Store>,
     pub worker: Worker,
     /// Set at shutdown: new notifications get 503 so Qualifio retries elsewhere or later.
@@ -37,21 +38,10 @@ impl AppState {
 
 /// Registers the routes on an actix app.
 pub fn routes(cfg: &mut web::ServiceConfig, state: web::Data<AppState>) {
-    cfg.app_data(state.clone())
+    cfg.app_data(state)
         .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz));
-    for (i, source) in state.config.sources.iter().enumerate() {
-        cfg.service(
-            web::resource(source.path.as_str())
-                .app_data(web::Data::new(i))
-                .route(web::post().to(hooks::receive)),
-        );
-        cfg.service(
-            web::resource(format!("{}/{{token}}", source.path))
-                .app_data(web::Data::new(i))
-                .route(web::post().to(hooks::receive)),
-        );
-    }
+        .route("/readyz", web::get().to(readyz))
+        .default_service(web::to(hooks::receive));
 }
 
 const READY_CACHE: std::time::Duration = std::time::Duration::from_secs(1);

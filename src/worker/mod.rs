@@ -7,20 +7,21 @@ pub mod rate;
 pub mod retry;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use hookfan_connectors::pace::Prepaid;
 use hookfan_connectors::units::Rate;
 use hookfan_connectors::{Attempt, Call, Connector, Outcome, Pace, Record};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 use tracing::field::Empty;
 
 use crate::config::Destination;
+use crate::live::Shared;
 use crate::mapping::{self, Mapper};
-use crate::shutdown::Shutdown;
+use crate::shutdown::{Shutdown, Trigger};
 use crate::store::{AttemptLog, Claimed, Store, now_ms};
 
 /// How long an idle lane waits before looking again without being told (leases that expired,
@@ -45,126 +46,239 @@ fn strictest(a: Option<Rate>, b: Option<Rate>) -> Option<Rate> {
 pub struct Lane {
     destination: Destination,
     connector: Arc<dyn Connector>,
+    /// The templates of the config generation the lane was made with.
+    mapper: Arc<Mapper>,
     /// Ingress and finished attempts ring this when something may be due.
     wake: Notify,
     slots: Arc<Semaphore>,
     /// Shared by every lane with the same rate key.
     gate: rate::Gate,
+    /// A reload that replaces or removes the destination retires its lane: it stops claiming,
+    /// and attempts it started finish on their own.
+    retire: Trigger,
+    stop: Shutdown,
 }
 
-/// Every lane, by destination name.
+impl Lane {
+    fn retired(&self) -> bool {
+        self.stop.is_set()
+    }
+}
+
+/// What a (re)load changed among the lanes.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// Every lane, by destination name; lanes come and go with reloads.
 #[derive(Clone)]
 pub struct Worker {
     store: Arc<dyn Store>,
-    mapper: Arc<Mapper>,
-    lanes: Arc<HashMap<String, Arc<Lane>>>,
+    /// The current config generation (for the redaction of what is stored and logged).
+    live: Shared,
+    lanes: Arc<RwLock<HashMap<String, Arc<Lane>>>>,
+    /// Lanes a reload retired: the drain waits for their attempts too.
+    retired: Arc<Mutex<Vec<Arc<Lane>>>>,
+    /// One gate per rate key, kept across reloads so a window is not reset by one.
+    gates: Arc<Mutex<Gates>>,
+    /// New lanes for `run` to start.
+    spawn: mpsc::UnboundedSender<Arc<Lane>>,
+    spawned: Arc<Mutex<Option<mpsc::UnboundedReceiver<Arc<Lane>>>>>,
+    /// The stop of the whole worker; each lane stops on it or on its own retirement.
+    shutdown: Shutdown,
     /// This process's name on the leases it takes.
     owner: Arc<str>,
     metrics: Arc<crate::metrics::Metrics>,
 }
 
+/// Each rate key's rate and gate.
+type Gates = HashMap<String, (Option<Rate>, rate::Gate)>;
+
+/// A destination and its connector, ready for a lane.
+pub type Ready = (Destination, Arc<dyn Connector>);
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Worker {
     pub fn new(
         store: Arc<dyn Store>,
-        mapper: Arc<Mapper>,
-        destinations: Vec<(Destination, Arc<dyn Connector>)>,
+        live: Shared,
         metrics: Arc<crate::metrics::Metrics>,
+        shutdown: Shutdown,
     ) -> Worker {
-        // Destinations sharing a rate key (one Trello token, one Google account) share one gate,
-        // at the strictest of their rates.
-        let keys: HashMap<String, String> = destinations
-            .iter()
-            .map(|(d, _)| (d.name.clone(), d.rate_key()))
-            .collect();
-        let key = |d: &Destination| keys.get(&d.name).cloned().unwrap_or_default();
-        let mut rates: HashMap<String, Option<Rate>> = HashMap::new();
-        for (d, _) in &destinations {
-            let rate = d.effective_rate_limit();
-            let entry = rates.entry(key(d)).or_insert(rate);
-            if *entry != rate {
-                tracing::warn!(destination = %d.name, "destinations sharing a rate limit set different ones; the strictest applies");
-                *entry = strictest(*entry, rate);
-            }
-        }
-        let gates: HashMap<String, rate::Gate> = rates
-            .into_iter()
-            .map(|(k, r)| (k, rate::Gate::new(r)))
-            .collect();
-        let lanes = destinations
-            .into_iter()
-            .filter_map(|(destination, connector)| {
-                let gate = gates.get(&key(&destination))?.clone();
-                let lane = Lane {
-                    slots: Arc::new(Semaphore::new(destination.concurrency)),
-                    gate,
-                    wake: Notify::new(),
-                    destination,
-                    connector,
-                };
-                Some((lane.destination.name.clone(), Arc::new(lane)))
-            })
-            .collect();
         let owner = format!(
             "{}-{:08x}",
             std::process::id(),
             (retry::random_unit() * f64::from(u32::MAX)) as u32
         );
+        let (spawn, spawned) = mpsc::unbounded_channel();
         Worker {
             store,
-            mapper,
-            lanes: Arc::new(lanes),
+            live,
+            lanes: Arc::new(RwLock::new(HashMap::new())),
+            retired: Arc::new(Mutex::new(Vec::new())),
+            gates: Arc::new(Mutex::new(HashMap::new())),
+            spawn,
+            spawned: Arc::new(Mutex::new(Some(spawned))),
+            shutdown,
             owner: owner.into(),
             metrics,
         }
     }
 
+    fn lanes(&self) -> Vec<Arc<Lane>> {
+        self.lanes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Puts a config generation's enabled destinations in place: a new or changed destination
+    /// gets a new lane, a changed or removed one's lane is retired (it stops claiming; its
+    /// attempts in flight finish), an unchanged one keeps its lane. Destinations sharing a rate
+    /// key (one Trello token, one Google account) share one gate, at the strictest of their
+    /// rates; a gate whose key and rate stay is kept, window and all.
+    pub fn apply(&self, destinations: Vec<Ready>, mapper: Arc<Mapper>) -> Applied {
+        let mut rates: HashMap<String, Option<Rate>> = HashMap::new();
+        for (d, _) in &destinations {
+            let rate = d.effective_rate_limit();
+            let entry = rates.entry(d.rate_key()).or_insert(rate);
+            if *entry != rate {
+                tracing::warn!(destination = %d.name, "destinations sharing a rate limit set different ones; the strictest applies");
+                *entry = strictest(*entry, rate);
+            }
+        }
+        {
+            let mut gates = locked(&self.gates);
+            let old = std::mem::take(&mut *gates);
+            for (key, rate) in rates {
+                let gate = match old.get(&key) {
+                    Some((r, g)) if *r == rate => g.clone(),
+                    _ => rate::Gate::new(rate),
+                };
+                gates.insert(key, (rate, gate));
+            }
+        }
+        let mut applied = Applied::default();
+        let mut lanes = self.lanes.write().unwrap_or_else(|e| e.into_inner());
+        let wanted: Vec<String> = destinations.iter().map(|(d, _)| d.name.clone()).collect();
+        let gone: Vec<String> = lanes
+            .keys()
+            .filter(|n| !wanted.contains(n))
+            .cloned()
+            .collect();
+        for name in gone {
+            if let Some(lane) = lanes.remove(&name) {
+                self.retire(lane);
+                applied.removed.push(name);
+            }
+        }
+        for (destination, connector) in destinations {
+            let name = destination.name.clone();
+            match lanes.get(&name) {
+                Some(lane) if lane.destination.fingerprint == destination.fingerprint => continue,
+                Some(_) => applied.changed.push(name.clone()),
+                None => applied.added.push(name.clone()),
+            }
+            let gate = locked(&self.gates)
+                .get(&destination.rate_key())
+                .map(|(_, g)| g.clone())
+                .unwrap_or_else(|| rate::Gate::new(destination.effective_rate_limit()));
+            let (retire, own) = crate::shutdown::channel();
+            let lane = Arc::new(Lane {
+                slots: Arc::new(Semaphore::new(destination.concurrency)),
+                gate,
+                wake: Notify::new(),
+                mapper: mapper.clone(),
+                stop: self.shutdown.or(&own),
+                retire,
+                destination,
+                connector,
+            });
+            if let Some(old) = lanes.insert(name, lane.clone()) {
+                self.retire(old);
+            }
+            // `run` starts it; if `run` has ended, the worker is stopping anyway.
+            let _ = self.spawn.send(lane);
+        }
+        applied
+    }
+
+    fn retire(&self, lane: Arc<Lane>) {
+        lane.retire.trigger();
+        lane.wake.notify_one();
+        locked(&self.retired).push(lane);
+    }
+
     /// Tells every lane to look for work (an operator made some due).
     pub fn wake_all(&self) {
-        for lane in self.lanes.values() {
+        for lane in self.lanes() {
             lane.wake.notify_one();
         }
     }
 
     /// Tells a destination's lane that work arrived.
     pub fn wake(&self, destination: &str) {
-        if let Some(lane) = self.lanes.get(destination) {
+        let lanes = self.lanes.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(lane) = lanes.get(destination) {
             lane.wake.notify_one();
         }
     }
 
-    /// Runs every lane until `shutdown`. A lane that ends before it (a panic) ends them all and
-    /// is returned as an error, so the process can stop and be restarted; then call
-    /// [`Worker::drain`] in both cases.
-    pub async fn run(self, mut shutdown: Shutdown) -> Result<(), String> {
-        let mut lanes = tokio::task::JoinSet::new();
-        let mut names = HashMap::new();
-        for lane in self.lanes.values() {
-            let task = lanes.spawn(self.clone().lane_loop(lane.clone(), shutdown.clone()));
-            names.insert(task.id(), lane.destination.name.clone());
-        }
-        while let Some(ended) = lanes.join_next_with_id().await {
-            if shutdown.is_set() {
-                continue;
+    /// Runs the lanes [`Worker::apply`] makes until the stop. A lane that ends unasked (a
+    /// panic) ends them all and is returned as an error, so the process can stop and be
+    /// restarted; then call [`Worker::drain`] in both cases.
+    pub async fn run(self) -> Result<(), String> {
+        let Some(mut spawned) = locked(&self.spawned).take() else {
+            return Err("the worker was started twice".into());
+        };
+        let mut shutdown = self.shutdown.clone();
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut running: HashMap<tokio::task::Id, Arc<Lane>> = HashMap::new();
+        loop {
+            tokio::select! {
+                Some(lane) = spawned.recv() => {
+                    let task = tasks.spawn(self.clone().lane_loop(lane.clone(), lane.stop.clone()));
+                    running.insert(task.id(), lane);
+                }
+                Some(ended) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let (id, how) = match ended {
+                        Ok((id, ())) => (id, "ended"),
+                        Err(e) if e.is_panic() => (e.id(), "panicked"),
+                        Err(e) => (e.id(), "was cancelled"),
+                    };
+                    let lane = running.remove(&id);
+                    if lane.as_ref().is_some_and(|l| l.retired()) {
+                        continue;
+                    }
+                    let name = lane.map_or_else(|| "?".to_string(), |l| l.destination.name.clone());
+                    tasks.shutdown().await;
+                    return Err(format!("the delivery lane of {name} {how}"));
+                }
+                _ = shutdown.wait() => break,
             }
-            let (id, how) = match ended {
-                Ok((id, ())) => (id, "ended"),
-                Err(e) if e.is_panic() => (e.id(), "panicked"),
-                Err(e) => (e.id(), "was cancelled"),
-            };
-            let name = names.get(&id).map_or("?", String::as_str);
-            lanes.shutdown().await;
-            return Err(format!("the delivery lane of {name} {how}"));
         }
-        // No destination at all: nothing to run, but the worker still lives until the stop.
-        shutdown.wait().await;
+        while tasks.join_next().await.is_some() {}
         Ok(())
     }
 
     /// Lets in-flight attempts finish for up to [`DRAIN_TIMEOUT`] and gives back the leases of
     /// those that did not.
     pub async fn drain(&self) {
+        let all: Vec<Arc<Lane>> = self
+            .lanes()
+            .into_iter()
+            .chain(locked(&self.retired).iter().cloned())
+            .collect();
         let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
-            for lane in self.lanes.values() {
+            for lane in all {
                 let n = u32::try_from(lane.destination.concurrency).unwrap_or(u32::MAX);
                 let _ = lane.slots.acquire_many(n).await;
             }
@@ -305,7 +419,7 @@ impl Worker {
         let mut records = Vec::with_capacity(batch.len());
         let mut sent = Vec::with_capacity(batch.len());
         for c in batch {
-            match self.map(destination, &c) {
+            match Self::map(lane, &c) {
                 Ok(record) => {
                     records.push(record);
                     sent.push(c);
@@ -386,13 +500,14 @@ impl Worker {
 
     /// The record for one claimed delivery; on failure, the whole reason (for the delivery log)
     /// and one without any value (for the log).
-    fn map(&self, destination: &Destination, c: &Claimed) -> Result<Record, (String, String)> {
+    fn map(lane: &Lane, c: &Claimed) -> Result<Record, (String, String)> {
+        let destination = &lane.destination;
         let doc: serde_json::Value = serde_json::from_str(&c.body).map_err(|e| {
             let reason = format!("stored notification is not JSON: {e}");
             (reason.clone(), reason)
         })?;
         let ctx = mapping::context(&doc, c.received_at);
-        let fields = self.mapper.fields(&destination.name, &ctx).map_err(|e| {
+        let fields = lane.mapper.fields(&destination.name, &ctx).map_err(|e| {
             (
                 format!("mapping failed: {e}"),
                 format!("mapping failed: field {:?}", e.field),
@@ -430,6 +545,9 @@ impl Worker {
             now_ms(),
             retry::random_unit(),
         );
+        // A destination may echo our request (headers, tokens) in its answer: no configured
+        // secret is stored or logged.
+        let redactor = self.live.get().redactor.clone();
         let mut error = attempt.outcome.reason().map(str::to_owned);
         if !attempt.warnings.is_empty() {
             let warnings = attempt.warnings.join("; ");
@@ -451,7 +569,7 @@ impl Worker {
             outcome = %next.outcome(),
             status = attempt.status,
             duration_ms,
-            reason = logged_reason.as_deref(),
+            reason = logged_reason.map(|r| redactor.redact(&r)).as_deref(),
             "attempt"
         );
         AttemptLog {
@@ -461,8 +579,8 @@ impl Worker {
             started_at,
             duration_ms,
             status_code: attempt.status,
-            error,
-            response: attempt.response,
+            error: redactor.redact_opt(error),
+            response: redactor.redact_opt(attempt.response),
             state: attempt.state,
             next,
         }

@@ -55,6 +55,7 @@ pub struct Relay {
     pub admin: Option<String>,
     pub dir: Arc<TempDir>,
     pub client: reqwest::Client,
+    reload: tokio::sync::mpsc::UnboundedSender<()>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), hookfan::RunError>>>,
 }
@@ -111,14 +112,16 @@ impl RelayBuilder {
             admin: admin_listener,
         };
         let (stop, rx) = oneshot::channel::<()>();
-        let shutdown = async {
-            let _ = rx.await;
+        let (reload, reloads) = tokio::sync::mpsc::unbounded_channel();
+        let signals = hookfan::Signals {
+            stop: Box::pin(async {
+                let _ = rx.await;
+            }),
+            reload: reloads,
         };
         let task = match self.store {
-            Some(store) => {
-                tokio::spawn(hookfan::run_with_store(config, store, listeners, shutdown))
-            }
-            None => tokio::spawn(hookfan::run(config, listeners, shutdown)),
+            Some(store) => tokio::spawn(hookfan::run_with_store(config, store, listeners, signals)),
+            None => tokio::spawn(hookfan::run(config, listeners, signals)),
         };
         let (base, client) = if self.tls {
             let client = reqwest::Client::builder()
@@ -136,6 +139,7 @@ impl RelayBuilder {
                     admin,
                     dir,
                     client,
+                    reload,
                     stop: Some(stop),
                     task: Some(task),
                 };
@@ -164,6 +168,12 @@ impl Relay {
 
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// Writes `config` over the relay's file and asks it to read it again, as SIGHUP does.
+    pub fn reload(&self, config: &str) {
+        std::fs::write(self.dir.path().join("hookfan.toml"), config).unwrap();
+        self.reload.send(()).unwrap();
     }
 
     /// Posts a notification to the open `qualifio` source and expects it accepted (202).

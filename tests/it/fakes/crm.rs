@@ -19,6 +19,8 @@ pub struct Reply {
     pub body: String,
     /// Wait this long before answering (a hanging destination).
     pub delay: Duration,
+    /// Answer with the request's headers and body, as some CRMs do in their errors.
+    pub echo: bool,
 }
 
 impl Reply {
@@ -28,7 +30,13 @@ impl Reply {
             headers: Vec::new(),
             body: String::new(),
             delay: Duration::ZERO,
+            echo: false,
         }
+    }
+
+    pub fn echo(mut self) -> Reply {
+        self.echo = true;
+        self
     }
 
     pub fn header(mut self, name: &str, value: &str) -> Reply {
@@ -138,6 +146,14 @@ async fn answer(
         HttpResponse::build(actix_web::http::StatusCode::from_u16(reply.status).unwrap());
     for (n, v) in &reply.headers {
         response.insert_header((n.as_str(), v.as_str()));
+    }
+    if reply.echo {
+        let mut echoed = String::from("you sent:\n");
+        for (name, value) in req.headers() {
+            echoed.push_str(&format!("{name}: {}\n", value.to_str().unwrap_or_default()));
+        }
+        echoed.push_str(&String::from_utf8_lossy(&body));
+        return response.body(echoed);
     }
     response.body(reply.body)
 }
