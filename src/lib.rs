@@ -205,12 +205,17 @@ pub async fn run_with_store(
         stopping: stopping.clone(),
         failed: failed.clone(),
         metrics: metrics.clone(),
+        throttle: Default::default(),
         readiness: tokio::sync::Mutex::new(None),
     });
+    // actix counts connections per worker thread.
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
     let server = HttpServer::new(move || {
         let state = state.clone();
         App::new().configure(move |cfg| ingress::routes(cfg, state))
     })
+    .workers(workers)
+    .max_connections(config.server.max_connections.div_ceil(workers))
     .disable_signals()
     // Headers must arrive within read_timeout (actix answers 408); the body is bounded by the
     // source handler.
@@ -344,6 +349,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut out = Vec::new();
     if old.server.listen != new.server.listen {
         out.push("server.listen");
+    }
+    if old.server.max_connections != new.server.max_connections {
+        out.push("server.max_connections");
     }
     if old.server.read_timeout != new.server.read_timeout {
         out.push("server.read_timeout (for headers; the body takes the new one)");

@@ -38,6 +38,7 @@ pub struct RawServer {
     pub listen: Option<String>,
     pub max_body: Option<HumanSize>,
     pub read_timeout: Option<HumanDuration>,
+    pub max_connections: Option<usize>,
     pub tls: Option<RawTls>,
 }
 

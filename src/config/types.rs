@@ -12,6 +12,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:8081";
 pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
 pub const DEFAULT_READ_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 pub const DEFAULT_STORAGE_URL: &str = "sqlite://hookfan.db";
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 86_400);
 pub const DEFAULT_CONCURRENCY: usize = 4;
@@ -51,6 +52,8 @@ pub struct Server {
     pub max_body: u64,
     /// How long a request's headers, and then its body, may take to arrive (408 after).
     pub read_timeout: Duration,
+    /// Connections served at once; more wait in the kernel's queue until one closes.
+    pub max_connections: usize,
     pub tls: Option<Tls>,
 }
 

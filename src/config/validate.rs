@@ -165,6 +165,13 @@ impl<'a> Validator<'a> {
         if read_timeout.is_zero() {
             self.problem(&path.key("read_timeout"), "must be above zero");
         }
+        let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+        if !(1..=1_000_000).contains(&max_connections) {
+            self.problem(
+                &path.key("max_connections"),
+                "must be between 1 and 1000000",
+            );
+        }
         let tls = raw.tls.map(|t| Tls {
             cert: self.resolve(&t.cert),
             key: self.resolve(&t.key),
@@ -173,6 +180,7 @@ impl<'a> Validator<'a> {
             listen,
             max_body,
             read_timeout,
+            max_connections,
             tls,
         }
     }

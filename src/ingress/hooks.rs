@@ -17,13 +17,25 @@ fn error(status: StatusCode, message: impl Into<String>) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": message.into() }))
 }
 
-fn unauthorized(source: &Source, req: &HttpRequest, failed: auth::Failed) -> HttpResponse {
+/// 401, after a delay when this peer keeps failing (see `throttle`).
+async fn unauthorized(
+    state: &AppState,
+    source: &Source,
+    req: &HttpRequest,
+    failed: auth::Failed,
+) -> HttpResponse {
+    let peer = req.peer_addr().map(|a| a.ip());
+    let delay = peer.map_or(std::time::Duration::ZERO, |ip| {
+        state.throttle.failed(ip, tokio::time::Instant::now())
+    });
     tracing::warn!(
         source = %source.name,
         failed,
-        peer = %req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+        peer = %peer.map(|ip| ip.to_string()).unwrap_or_default(),
+        delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
         "authentication failed"
     );
+    tokio::time::sleep(delay).await;
     let mut response = HttpResponse::Unauthorized();
     if source.auth.basic.is_some() {
         response.insert_header((
@@ -113,9 +125,45 @@ async fn read_body_unbounded(
     Ok(body)
 }
 
-/// Validates the document: a JSON object with a non-empty string `id`. Public for the fuzz
-/// targets, which feed it arbitrary bytes.
+/// The deepest nesting of objects and arrays a notification may have (Qualifio's are 5 deep):
+/// checked before parsing, so a hostile body cannot make the parser work for nothing.
+pub const MAX_DEPTH: usize = 64;
+
+/// Whether JSON text nests objects and arrays deeper than `max`. Brackets inside strings do not
+/// count; the text need not be valid JSON (the parser says what else is wrong).
+fn nested_deeper_than(body: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in body {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Validates the document: a JSON object with a non-empty string `id`, nested at most
+/// [`MAX_DEPTH`] deep. Public for the fuzz targets, which feed it arbitrary bytes.
 pub fn parse(body: &[u8]) -> Result<(serde_json::Value, String), String> {
+    if nested_deeper_than(body, MAX_DEPTH) {
+        return Err(format!("the JSON is nested deeper than {MAX_DEPTH} levels"));
+    }
     let doc: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
     if !doc.is_object() {
@@ -184,7 +232,7 @@ async fn handle(
         );
     }
     if let Err(failed) = auth::check_credentials(&source.auth, &req, path_token.as_deref()) {
-        return unauthorized(source, &req, failed);
+        return unauthorized(state, source, &req, failed).await;
     }
     if !acceptable_content_type(&req) {
         return error(
@@ -198,7 +246,7 @@ async fn handle(
         Err(response) => return response,
     };
     if !auth::check_signature(&source.auth, &req, &body) {
-        return unauthorized(source, &req, "signature");
+        return unauthorized(state, source, &req, "signature").await;
     }
     let (doc, participation_id) = match parse(&body) {
         Ok(v) => v,

@@ -4,6 +4,7 @@
 
 mod auth;
 pub mod hooks;
+mod throttle;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -25,6 +26,8 @@ pub struct AppState {
     /// Set when a background task ended on its own: the relay is stopping to be restarted.
     pub failed: Arc<std::sync::OnceLock<String>>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Failed authentications per peer, to slow down guessing.
+    pub throttle: throttle::Throttle,
     /// The last readiness probe: `/readyz` writes to the store at most once a second, so
     /// probes (which need no credentials) cannot crowd out accepts.
     pub readiness: tokio::sync::Mutex<Option<(std::time::Instant, bool)>>,

@@ -665,3 +665,108 @@ async fn server_tls_serves_https() {
     assert!(refused.is_err() || !refused.unwrap().status().is_success());
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_nested_too_deep_is_refused_before_parsing() {
+    let relay = Relay::start(CONFIG).await;
+    let nested = |levels: usize| {
+        // The object itself is one level; the rest are arrays.
+        format!(
+            "{{\"id\":\"deep-{levels}\",\"a\":{}{}}}",
+            "[".repeat(levels - 1),
+            "]".repeat(levels - 1)
+        )
+    };
+    let post = |body: String| {
+        relay
+            .client
+            .post(relay.url("/hooks/open"))
+            .body(body)
+            .send()
+    };
+    assert_eq!(post(nested(64)).await.unwrap().status().as_u16(), 202);
+    let (status, body) = json(post(nested(65)).await.unwrap()).await;
+    assert_eq!(status, 400);
+    assert_eq!(body["error"], "the JSON is nested deeper than 64 levels");
+    // Brackets inside strings are text, not nesting.
+    let text = format!("{{\"id\":\"brackets\",\"note\":\"{}\"}}", "[".repeat(500));
+    assert_eq!(post(text).await.unwrap().status().as_u16(), 202);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repeated_wrong_credentials_are_slowed_down_but_valid_ones_are_not() {
+    let relay = Relay::start(CONFIG).await;
+    let url = relay.url("/hooks/basic");
+    let attempt = |password: &'static str| {
+        relay
+            .client
+            .post(&url)
+            .basic_auth("qualifio", Some(password))
+            .body(v2_with_id(&format!("guess-{}", rand_suffix())))
+            .send()
+    };
+    for _ in 0..5 {
+        assert_eq!(attempt("guess").await.unwrap().status().as_u16(), 401);
+    }
+    // The sixth failure waits half a second, the seventh a second.
+    for at_least in [500, 1000] {
+        let started = tokio::time::Instant::now();
+        assert_eq!(attempt("guess").await.unwrap().status().as_u16(), 401);
+        assert!(
+            started.elapsed() >= Duration::from_millis(at_least),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    // Qualifio, from the same address, is not held back.
+    let started = tokio::time::Instant::now();
+    assert_eq!(attempt("s3cret-pass").await.unwrap().status().as_u16(), 202);
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_past_the_limit_wait_until_one_closes() {
+    let config = CONFIG.replace(
+        "max_body = \"8KiB\"",
+        "max_body = \"8KiB\"\nmax_connections = 2\nread_timeout = \"30s\"",
+    );
+    let relay = Relay::start(&config).await;
+    let addr = relay.base.trim_start_matches("http://").to_string();
+    // Two connections that are busy sending their headers hold both places…
+    let mut busy = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: relay\r\n")
+            .await
+            .unwrap();
+        busy.push(stream);
+    }
+    // …so a third is not served…
+    let mut third = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    third
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: relay\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 512];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(800), third.read(&mut answer))
+            .await
+            .is_err(),
+        "served past the limit"
+    );
+    // …until one of them goes.
+    drop(busy.pop());
+    let n = tokio::time::timeout(Duration::from_secs(5), third.read(&mut answer))
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
+    relay.stop().await;
+}
