@@ -770,3 +770,84 @@ async fn connections_past_the_limit_wait_until_one_closes() {
     assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"));
     relay.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_gets_503_never_2xx_and_accepting_resumes_when_space_returns() {
+    let disk = crate::support::SmallDisk::mount("2m");
+    let config = format!(
+        "[storage]\nurl = \"sqlite://{}/hookfan.db\"\n{CONFIG}",
+        disk.path.display()
+    );
+    let relay = Relay::start(&config).await;
+    let post = |id: String| {
+        relay
+            .client
+            .post(relay.url("/hooks/open"))
+            .body(v2_with_id(&id))
+            .send()
+    };
+    assert_eq!(
+        post("before-full".into()).await.unwrap().status().as_u16(),
+        202
+    );
+
+    // The disk fills up.
+    let filler = disk.fill_up();
+    let mut refused = 0;
+    for i in 0..20 {
+        let status = post(format!("while-full-{i}"))
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        assert!(
+            !(200..300).contains(&status),
+            "a 2xx while nothing can be stored"
+        );
+        assert_eq!(status, 503);
+        refused += 1;
+    }
+    let ready = relay.client.get(relay.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+
+    // Space returns: the next posts are stored.
+    std::fs::remove_file(filler).unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if post(format!("after-{}", rand_suffix()))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+            == 202
+        {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "accepting never resumed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Nothing refused was stored; what was accepted is there.
+    let store = SqliteStore::open(&disk.path.join("hookfan.db"))
+        .await
+        .unwrap();
+    let stored: Vec<String> = store
+        .list(&Filter {
+            limit: 1000,
+            ..Filter::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.participation_id)
+        .collect();
+    assert!(
+        stored.iter().all(|p| !p.starts_with("while-full")),
+        "{stored:?}"
+    );
+    assert!(stored.iter().any(|p| p == "before-full"), "{stored:?}");
+    eprintln!("refused while the disk was full: {refused}, accepted after: yes");
+    relay.stop().await;
+}

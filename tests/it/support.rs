@@ -340,6 +340,20 @@ impl SmallDisk {
     }
 }
 
+impl SmallDisk {
+    /// Fills every byte left, to be removed when space should come back.
+    pub fn fill_up(&self) -> PathBuf {
+        use std::io::Write as _;
+        let filler = self.path.join("filler-all");
+        let mut file = std::fs::File::create(&filler).unwrap();
+        let block = vec![b'.'; 4096];
+        while file.write_all(&block).is_ok() {}
+        // Bytes of a last partial block, if any.
+        while file.write_all(b".").is_ok() {}
+        filler
+    }
+}
+
 impl Drop for SmallDisk {
     fn drop(&mut self) {
         let _ = std::process::Command::new("umount")

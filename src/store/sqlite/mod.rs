@@ -206,15 +206,26 @@ enum Durability {
 
 /// The writer connection, set to the durability the next transaction needs. Each write states
 /// its own, so a failure between two writes can never leave accepts undurable.
+///
+/// A COMMIT that failed (a full disk, an unwritable file) leaves its transaction open, both in
+/// SQLite and in sqlx's count: later writes on that connection would nest in it and never be
+/// committed. Such a connection is closed, and a fresh one opened in its place.
 async fn writer(
     pool: &SqlitePool,
     durability: Durability,
 ) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, sqlx::Error> {
-    let mut conn = pool.acquire().await?;
     let pragma = match durability {
         Durability::Fsync => "PRAGMA synchronous = FULL",
         Durability::Os => "PRAGMA synchronous = NORMAL",
     };
+    let mut conn = pool.acquire().await?;
+    if !conn.is_in_transaction() && sqlx::query(pragma).execute(&mut *conn).await.is_ok() {
+        return Ok(conn);
+    }
+    tracing::warn!("the database connection was left in a failed transaction; opening a new one");
+    conn.close_on_drop();
+    drop(conn);
+    let mut conn = pool.acquire().await?;
     sqlx::query(pragma).execute(&mut *conn).await?;
     Ok(conn)
 }
