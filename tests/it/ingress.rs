@@ -616,37 +616,9 @@ async fn a_trickling_sender_gets_408_and_the_connection_closes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_tls_serves_https() {
-    // A throwaway self-signed certificate, made by the openssl command.
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-        ])
-        .args([
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-    let config = format!("[server.tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n{CONFIG}");
+    crate::support::make_certificate(dir.path(), "cert", "localhost");
+    let config = format!("[server.tls]\ncert = \"cert.pem\"\nkey = \"cert.key\"\n{CONFIG}");
     let relay = Relay::with(&config).dir(dir).tls().start().await;
     let r = relay
         .client

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use hookfan::store::{Status, Store};
 
-use crate::support::{Relay, for_destination, v2_with_id, wait_deliveries};
+use crate::support::{
+    Relay, for_destination, free_port, serve, terminate, v2_with_id, wait_deliveries, wait_up,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -196,27 +198,6 @@ async fn a_reload_applies_a_new_config_while_posts_keep_succeeding() {
     relay.stop().await;
 }
 
-fn make_certificate(dir: &Path, name: &str, cn: &str) {
-    let made = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
-        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args([
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.pem"),
-        ])
-        .args(["-subj", &format!("/CN={cn}")])
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
-    );
-}
-
 /// The subject of the certificate a new connection to `port` gets.
 fn served_subject(port: &str) -> String {
     let mut client = Command::new("openssl")
@@ -240,8 +221,8 @@ fn served_subject(port: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_serves_a_new_certificate_to_new_connections() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
-    make_certificate(dir.path(), "first", "first.example");
-    make_certificate(dir.path(), "second", "second.example");
+    crate::support::make_certificate(dir.path(), "first", "first.example");
+    crate::support::make_certificate(dir.path(), "second", "second.example");
     let config = |name: &str| {
         format!(
             "[server.tls]\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\n{}",
@@ -283,14 +264,6 @@ async fn a_reload_serves_a_new_certificate_to_new_connections() {
     relay.stop().await;
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Waits until the log has a line containing `text`, `n` times.
 async fn wait_log(log: &Path, text: &str, n: usize) -> String {
     let deadline = tokio::time::Instant::now() + WAIT;
@@ -322,21 +295,10 @@ async fn sighup_reloads_the_real_binary_under_load_and_refuses_a_broken_file() {
     )
     .unwrap();
     let log = dir.path().join("serve.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookfan"))
-        .args(["serve", "--config", "hookfan.toml", "--log-format", "json"])
-        .current_dir(dir.path())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = serve(dir.path(), "serve.log", &[]);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    for _ in 0..500 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_up(&client, &base).await;
     let load = Load::start(
         &client,
         &format!("{base}/hooks/qualifio"),
@@ -382,17 +344,10 @@ async fn sighup_reloads_the_real_binary_under_load_and_refuses_a_broken_file() {
         child.try_wait().unwrap().is_none(),
         "SIGHUP ended the process"
     );
-    assert!(
-        !lines(dir.path(), "b").is_empty() || {
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            !lines(dir.path(), "b").is_empty()
-        }
-    );
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
-    assert!(status.success());
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while lines(dir.path(), "b").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "b got nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(terminate(child).await.success());
 }

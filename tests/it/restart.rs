@@ -1,63 +1,16 @@
 //! The real binary: stopped with SIGTERM while deliveries are pending, started again, and they
 //! are delivered. Its logs carry the attempts but no secrets and no participant data.
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use hookfan::store::{SqliteStore, Status};
 
 use crate::fakes::crm::{FakeCrm, Reply};
-use crate::support::{for_destination, v2_with_id, wait_deliveries};
+use crate::support::{
+    for_destination, free_port, serve, terminate, v2_with_id, wait_deliveries, wait_up,
+};
 
 const PASSWORD: &str = "restart-pass-1234";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn spawn(dir: &Path, log: &str) -> Child {
-    spawn_with(dir, log, &[])
-}
-
-fn spawn_with(dir: &Path, log: &str, env: &[(&str, &str)]) -> Child {
-    let stderr = std::fs::File::create(dir.join(log)).unwrap();
-    Command::new(env!("CARGO_BIN_EXE_hookfan"))
-        .args(["serve", "--config", "hookfan.toml", "--log-format", "json"])
-        .current_dir(dir)
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap()
-}
-
-async fn wait_up(client: &reqwest::Client, base: &str) {
-    for _ in 0..500 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("hookfan serve did not start");
-}
-
-/// SIGTERM, as systemd or Docker would send, then the exit status.
-async fn terminate(mut child: Child) -> std::process::ExitStatus {
-    let sent = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(sent.success());
-    tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pending_deliveries_survive_a_restart() {
@@ -108,7 +61,7 @@ when = 'participant.email | date == "2026"'
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
 
-    let first = spawn(dir.path(), "first.log");
+    let first = serve(dir.path(), "first.log", &[]);
     wait_up(&client, &base).await;
     let r = client
         .post(format!("{base}/hooks/qualifio"))
@@ -123,7 +76,7 @@ when = 'participant.email | date == "2026"'
 
     // While it was down the CRM recovered.
     crm.set_default(Reply::status(200));
-    let second = spawn(dir.path(), "second.log");
+    let second = serve(dir.path(), "second.log", &[]);
     wait_up(&client, &base).await;
     let got = crm.wait_for(2, Duration::from_secs(10)).await;
     assert_eq!(got[1].json()["email"], "amelie.dupont@example.org");
@@ -220,7 +173,7 @@ when = 'participation.id == "fault-1"'
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
     // A fault switch of debug builds: the crm lane panics at its first claim.
-    let child = spawn_with(
+    let child = serve(
         dir.path(),
         "serve.log",
         &[("HOOKFAN_TEST_FAULT", "lane-panic:crm")],

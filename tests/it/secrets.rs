@@ -4,7 +4,7 @@
 //! outputs or the metrics.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -16,7 +16,9 @@ use sha2::Sha256;
 use crate::fakes::crm::{FakeCrm, Reply};
 use crate::fakes::google::FakeGoogle;
 use crate::fakes::trello::{FakeTrello, KEY, LIST, TOKEN};
-use crate::support::{FIXTURES, for_destination, v2_with_id, wait_deliveries};
+use crate::support::{
+    FIXTURES, for_destination, free_port, serve, terminate, v2_with_id, wait_deliveries, wait_up,
+};
 
 const WAIT: Duration = Duration::from_secs(15);
 const BASIC_PASS: &str = "src-basic-pass-7c1f";
@@ -27,14 +29,6 @@ const CRM_HEADER: &str = "Bearer crm-header-token-3d2e";
 const CRM_URL_PASS: &str = "crm-url-pass-8f7e";
 const SIGNING_SECRET: &str = "whsec_c2lnbmluZy1zZWNyZXQtZm9yLXRoZS10ZXN0";
 const ADMIN_TOKEN: &str = "admin-secret-token-0123456789";
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn sign(body: &str) -> String {
     let mut mac = Hmac::<Sha256>::new_from_slice(HMAC_SECRET.as_bytes()).unwrap();
@@ -133,23 +127,11 @@ id = "{{{{ participation.id }}}}"
     );
     std::fs::write(dir.path().join("hookfan.toml"), &config).unwrap();
     let log = dir.path().join("serve.log");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hookfan"))
-        .args(["serve", "--config", "hookfan.toml", "--log-format", "json"])
-        .current_dir(dir.path())
-        // As talkative as it gets.
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    // As talkative as it gets.
+    let child = serve(dir.path(), "serve.log", &[("RUST_LOG", "debug")]);
     let base = format!("http://127.0.0.1:{port}");
     let client = reqwest::Client::new();
-    for _ in 0..500 {
-        if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_up(&client, &base).await;
 
     // Every source, with its credentials; and each once with a wrong one.
     let body = v2_with_id("secret-1");
@@ -243,12 +225,7 @@ id = "{{{{ participation.id }}}}"
                 .unwrap(),
         );
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    tokio::task::spawn_blocking(move || child.wait().unwrap())
-        .await
-        .unwrap();
+    assert!(terminate(child).await.success());
 
     let pem_line = std::fs::read_to_string(
         Path::new(FIXTURES).join("google-TEST-ONLY-service-account-key.pem"),

@@ -362,3 +362,74 @@ impl Drop for SmallDisk {
             .status();
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// The real binary, for what only a process shows: signals, exit codes, its logs.
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// `hookfan serve --config hookfan.toml --log-format json` in `dir`, its logs in `dir/log`, with
+/// `RUST_LOG=info` unless `env` says otherwise.
+pub fn serve(dir: &Path, log: &str, env: &[(&str, &str)]) -> std::process::Child {
+    let stderr = std::fs::File::create(dir.join(log)).unwrap();
+    std::process::Command::new(env!("CARGO_BIN_EXE_hookfan"))
+        .args(["serve", "--config", "hookfan.toml", "--log-format", "json"])
+        .current_dir(dir)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `base` answers `/healthz`.
+pub async fn wait_up(client: &reqwest::Client, base: &str) {
+    for _ in 0..500 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("hookfan serve did not start");
+}
+
+/// SIGTERM, as systemd or Docker would send, then the exit status.
+pub async fn terminate(mut child: std::process::Child) -> std::process::ExitStatus {
+    let sent = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap()
+}
+
+/// A throwaway self-signed certificate (`NAME.pem`, `NAME.key`) for `cn`, made by openssl.
+pub fn make_certificate(dir: &Path, name: &str, cn: &str) {
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.pem"),
+        ])
+        .args(["-subj", &format!("/CN={cn}")])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+}
