@@ -24,12 +24,28 @@ pub fn route(config: &Config, mapper: &Mapper, source: Option<&str>, ctx: &Value
         .collect()
 }
 
-/// The names of the destinations that take it.
-pub fn routed(config: &Config, mapper: &Mapper, source: &str, ctx: &Value) -> Vec<String> {
-    route(config, mapper, Some(source), ctx)
+/// The names of the destinations that take a notification from `source`. The template
+/// context is costly (the whole payload, converted), so `context` is called only when a
+/// candidate destination has a `when` to evaluate, and then once.
+pub fn routed(
+    config: &Config,
+    mapper: &Mapper,
+    source: &str,
+    context: impl FnOnce() -> Value,
+) -> Vec<String> {
+    let candidates: Vec<&Destination> = config
+        .destinations
+        .iter()
+        .filter(|d| d.enabled && d.takes_source(source))
+        .collect();
+    let ctx = candidates.iter().any(|d| d.when.is_some()).then(context);
+    candidates
         .into_iter()
-        .filter(|r| r.routed)
-        .map(|r| r.destination)
+        .filter(|d| match &ctx {
+            Some(ctx) if d.when.is_some() => decide(d, mapper, Some(source), ctx).routed,
+            _ => true,
+        })
+        .map(|d| d.name.clone())
         .collect()
 }
 

@@ -257,8 +257,9 @@ async fn handle(
         return error(StatusCode::BAD_REQUEST, "the body is not UTF-8");
     };
     let received_at = now_ms();
-    let ctx = crate::mapping::context(&doc, received_at);
-    let destinations = crate::router::routed(&live.config, &live.mapper, &source.name, &ctx);
+    let destinations = crate::router::routed(&live.config, &live.mapper, &source.name, || {
+        crate::mapping::context(&doc, received_at)
+    });
     let incoming = Incoming {
         source: source.name.clone(),
         participation_id,

@@ -28,6 +28,8 @@ pub enum StoreError {
     Random,
     #[error("{0}")]
     Busy(String),
+    #[error("the store is inconsistent: {0}")]
+    Inconsistent(String),
 }
 
 /// The seam every storage backend implements. A `2xx` to Qualifio follows only a successful

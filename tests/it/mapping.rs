@@ -396,7 +396,7 @@ path = "d.jsonl"
         ]
     );
     assert_eq!(
-        hookfan::router::routed(&config, &mapper, "other", &ctx),
+        hookfan::router::routed(&config, &mapper, "other", || ctx.clone()),
         ["elsewhere", "always"]
     );
 }

@@ -169,6 +169,79 @@ async fn accept_is_one_transaction_and_duplicates_add_nothing() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_that_share_a_commit_make_one_notification() {
+    let (_dir, store) = store().await;
+    let store = std::sync::Arc::new(store);
+    let earlier = store.accept(incoming("early", &["crm"])).await.unwrap();
+    // Twenty copies of one notification, a copy of an earlier one, and distinct ones, all at
+    // once: they share commits.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..40 {
+        let store = store.clone();
+        tasks.spawn(async move {
+            let id = match i % 3 {
+                0 => "same".to_string(),
+                1 => "early".to_string(),
+                _ => format!("distinct-{i}"),
+            };
+            let accepted = store
+                .accept(incoming(&id, &["crm", "sheet"]))
+                .await
+                .unwrap();
+            (id, accepted)
+        });
+    }
+    let mut new_same = Vec::new();
+    let mut dup_same = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        match done.unwrap() {
+            (
+                id,
+                Accepted::New {
+                    notification,
+                    deliveries,
+                },
+            ) => {
+                assert_ne!(
+                    id, "early",
+                    "a copy of an earlier notification was stored again"
+                );
+                assert_eq!(deliveries, 2);
+                if id == "same" {
+                    new_same.push(notification);
+                }
+            }
+            (id, Accepted::Duplicate { notification }) => {
+                if id == "same" {
+                    dup_same.push(notification);
+                } else {
+                    assert_eq!(id, "early");
+                    assert_eq!(
+                        Accepted::New {
+                            notification,
+                            deliveries: 1
+                        },
+                        earlier
+                    );
+                }
+            }
+        }
+    }
+    assert_eq!(new_same.len(), 1, "{new_same:?}");
+    assert!(dup_same.iter().all(|n| *n == new_same[0]));
+    assert_eq!(new_same.len() + dup_same.len(), 14);
+    // 1 earlier + 1 "same" + 13 distinct notifications: 1 + 2 + 26 deliveries.
+    let all = store
+        .list(&Filter {
+            limit: 1000,
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 29);
+}
+
 #[tokio::test]
 async fn purge_removes_finished_work_only() {
     let (_dir, store) = store().await;

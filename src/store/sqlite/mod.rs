@@ -23,18 +23,18 @@ use super::{Store, StoreError};
 
 mod log;
 mod operate;
+mod writer;
 
-/// The most accepts that share one commit.
-const GROUP_MAX: usize = 512;
+use writer::{Durability, Job, Writer};
+
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
-
-type Reply = oneshot::Sender<Result<Accepted, StoreError>>;
 
 pub struct SqliteStore {
     /// One connection: SQLite has one writer at a time anyway, and this keeps them in order.
-    writer: SqlitePool,
+    writer: Arc<Writer>,
     reader: SqlitePool,
-    accepts: mpsc::Sender<(Incoming, Reply)>,
+    /// Accepts and attempt records, grouped into shared transactions by `writer::run`.
+    jobs: mpsc::Sender<Job>,
 }
 
 fn migrator() -> Migrator {
@@ -103,131 +103,15 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        let (tx, rx) = mpsc::channel(4 * GROUP_MAX);
-        tokio::spawn(group_commit(writer.clone(), rx));
+        let writer = Arc::new(Writer::new(writer));
+        let (jobs, rx) = mpsc::channel(4 * writer::GROUP_MAX);
+        tokio::spawn(writer::run(writer.clone(), rx));
         Ok(SqliteStore {
             writer,
             reader,
-            accepts: tx,
+            jobs,
         })
     }
-}
-
-/// Takes every waiting accept, commits them in one transaction, answers each.
-async fn group_commit(pool: SqlitePool, mut rx: mpsc::Receiver<(Incoming, Reply)>) {
-    let mut batch = Vec::with_capacity(GROUP_MAX);
-    while rx.recv_many(&mut batch, GROUP_MAX).await > 0 {
-        let (items, replies): (Vec<Incoming>, Vec<Reply>) = batch.drain(..).unzip();
-        match accept_all(&pool, &items).await {
-            Ok(results) => {
-                for (reply, result) in replies.into_iter().zip(results) {
-                    let _ = reply.send(Ok(result));
-                }
-            }
-            // One bad item must not fail the others: commit them one by one instead.
-            Err(_) if items.len() > 1 => {
-                for (item, reply) in items.into_iter().zip(replies) {
-                    let result = accept_all(&pool, std::slice::from_ref(&item))
-                        .await
-                        .map(|mut r| r.remove(0));
-                    let _ = reply.send(result);
-                }
-            }
-            Err(e) => {
-                if let Some(reply) = replies.into_iter().next() {
-                    let _ = reply.send(Err(e));
-                }
-            }
-        }
-    }
-}
-
-async fn accept_all(pool: &SqlitePool, items: &[Incoming]) -> Result<Vec<Accepted>, StoreError> {
-    let mut conn = writer(pool, Durability::Fsync).await?;
-    let mut tx = conn.begin().await?;
-    let mut out = Vec::with_capacity(items.len());
-    for item in items {
-        let inserted: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO notifications (source, participation_id, format, body_sha256, body, received_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT (source, participation_id, body_sha256) DO NOTHING
-             RETURNING id",
-        )
-        .bind(&item.source)
-        .bind(&item.participation_id)
-        .bind(item.format)
-        .bind(&item.body_sha256)
-        .bind(&item.body)
-        .bind(item.received_at)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(id) = inserted else {
-            let id: i64 = sqlx::query_scalar(
-                "SELECT id FROM notifications WHERE source = ?1 AND participation_id = ?2 AND body_sha256 = ?3",
-            )
-            .bind(&item.source)
-            .bind(&item.participation_id)
-            .bind(&item.body_sha256)
-            .fetch_one(&mut *tx)
-            .await?;
-            out.push(Accepted::Duplicate { notification: id });
-            continue;
-        };
-        for destination in &item.destinations {
-            sqlx::query(
-                "INSERT INTO deliveries (notification_id, destination, status, attempts, next_attempt_at, created_at, updated_at)
-                 VALUES (?1, ?2, 'pending', 0, ?3, ?3, ?3)",
-            )
-            .bind(id)
-            .bind(destination)
-            .bind(item.received_at)
-            .execute(&mut *tx)
-            .await?;
-        }
-        out.push(Accepted::New {
-            notification: id,
-            deliveries: item.destinations.len(),
-        });
-    }
-    tx.commit().await?;
-    Ok(out)
-}
-
-/// How far a write must reach before it returns.
-#[derive(Clone, Copy)]
-enum Durability {
-    /// On disk (`synchronous=FULL`): what a 2xx to Qualifio promises.
-    Fsync,
-    /// In the OS (`synchronous=NORMAL`): survives a crash of the process, and the next fsync
-    /// takes it to disk. Leases, attempts and purges use it: losing one to a power cut means at
-    /// worst a repeated delivery, which at-least-once allows.
-    Os,
-}
-
-/// The writer connection, set to the durability the next transaction needs. Each write states
-/// its own, so a failure between two writes can never leave accepts undurable.
-///
-/// A COMMIT that failed (a full disk, an unwritable file) leaves its transaction open, both in
-/// SQLite and in sqlx's count: later writes on that connection would nest in it and never be
-/// committed. Such a connection is closed, and a fresh one opened in its place.
-async fn writer(
-    pool: &SqlitePool,
-    durability: Durability,
-) -> Result<sqlx::pool::PoolConnection<sqlx::Sqlite>, sqlx::Error> {
-    let pragma = match durability {
-        Durability::Fsync => "PRAGMA synchronous = FULL",
-        Durability::Os => "PRAGMA synchronous = NORMAL",
-    };
-    let mut conn = pool.acquire().await?;
-    if !conn.is_in_transaction() && sqlx::query(pragma).execute(&mut *conn).await.is_ok() {
-        return Ok(conn);
-    }
-    tracing::warn!("the database connection was left in a failed transaction; opening a new one");
-    conn.close_on_drop();
-    drop(conn);
-    let mut conn = pool.acquire().await?;
-    sqlx::query(pragma).execute(&mut *conn).await?;
-    Ok(conn)
 }
 
 fn state_from_text(text: Option<String>) -> Option<serde_json::Value> {
@@ -276,8 +160,8 @@ const DELIVERY_COLUMNS: &str =
 impl Store for SqliteStore {
     async fn accept(&self, incoming: Incoming) -> Result<Accepted, StoreError> {
         let (tx, rx) = oneshot::channel();
-        self.accepts
-            .send((incoming, tx))
+        self.jobs
+            .send(Job::Accept(incoming, tx))
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -294,7 +178,7 @@ impl Store for SqliteStore {
         let expires = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         let token = crate::random::hex_token(16).map_err(|_| StoreError::Random)?;
         // Two statements whatever the batch size: one writer serves accepts too.
-        let mut conn = writer(&self.writer, Durability::Os).await?;
+        let mut conn = self.writer.acquire(Durability::Os).await?;
         let mut tx = conn.begin().await?;
         let leased = sqlx::query(
             "UPDATE deliveries SET lease_owner = ?1, lease_expires_at = ?2, lease_token = ?6,
@@ -385,79 +269,12 @@ impl Store for SqliteStore {
         if attempts.is_empty() {
             return Ok(());
         }
-        let now = now_ms();
-        // The batch travels as one JSON array: two statements for 1 or 500 attempts.
-        let rows: Vec<serde_json::Value> = attempts
-            .iter()
-            .map(|a| {
-                let next_at = match a.next {
-                    Next::RetryAt(at) => at,
-                    Next::Delivered | Next::Dead => now,
-                };
-                serde_json::json!({
-                    "id": a.delivery_id,
-                    "lease": a.lease,
-                    "number": a.number,
-                    "started_at": a.started_at,
-                    "duration_ms": a.duration_ms,
-                    "outcome": a.next.outcome().as_str(),
-                    "status_code": a.status_code,
-                    "error": a.error,
-                    "response": a.response,
-                    "state": a.state.as_ref().map(|s| s.to_string()),
-                    "status": a.next.status().as_str(),
-                    "next_at": next_at,
-                })
-            })
-            .collect();
-        let batch = serde_json::Value::from(rows).to_string();
-        let mut conn = writer(&self.writer, Durability::Os).await?;
-        let mut tx = conn.begin().await?;
-        // Only the claim's holder records: an attempt that outlived its lease, taken over since,
-        // leaves no row and moves nothing.
-        sqlx::query(
-            "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, status_code, error, response)
-             SELECT value ->> 'id', value ->> 'number', value ->> 'started_at', value ->> 'duration_ms',
-                    value ->> 'outcome', value ->> 'status_code', value ->> 'error', value ->> 'response'
-             FROM json_each(?1) JOIN deliveries d
-               ON d.id = value ->> 'id' AND d.lease_token = value ->> 'lease'",
-        )
-        .bind(&batch)
-        .execute(&mut *tx)
-        .await?;
-        // Anonymous counts per destination and hour, for charts that outlive purge and erasure.
-        sqlx::query(
-            "INSERT INTO attempt_counts (destination, hour, delivered, failed)
-             SELECT d.destination, (value ->> 'started_at') / 3600000,
-                    SUM(value ->> 'outcome' = 'delivered'), SUM(value ->> 'outcome' != 'delivered')
-             FROM json_each(?1) JOIN deliveries d
-               ON d.id = value ->> 'id' AND d.lease_token = value ->> 'lease'
-             WHERE true
-             GROUP BY 1, 2
-             ON CONFLICT (destination, hour) DO UPDATE SET
-                 delivered = delivered + excluded.delivered, failed = failed + excluded.failed",
-        )
-        .bind(&batch)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(
-            "UPDATE deliveries SET status = x.status, attempts = x.number, next_attempt_at = x.next_at,
-                 last_error = x.error, state = COALESCE(x.state, deliveries.state),
-                 lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, claimed_at = NULL,
-                 in_doubt_since = NULL, updated_at = ?2
-             FROM (SELECT value ->> 'id' AS id, value ->> 'lease' AS lease, value ->> 'status' AS status,
-                          value ->> 'number' AS number, value ->> 'next_at' AS next_at,
-                          value ->> 'error' AS error, value ->> 'state' AS state
-                   FROM json_each(?1)) AS x
-             -- A lease that expired and was claimed again belongs to the new attempt now.
-             WHERE deliveries.id = x.id AND deliveries.lease_token = x.lease",
-        )
-        .bind(&batch)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        let (tx, rx) = oneshot::channel();
+        self.jobs
+            .send(Job::Record(attempts, tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn unclaim(&self, claims: Vec<(i64, String)>) -> Result<(), StoreError> {
@@ -476,7 +293,7 @@ impl Store for SqliteStore {
              WHERE deliveries.id = x.id AND deliveries.lease_token = x.lease",
         )
         .bind(serde_json::Value::from(batch).to_string())
-        .execute(&mut *writer(&self.writer, Durability::Os).await?)
+        .execute(&mut *self.writer.acquire(Durability::Os).await?)
         .await?;
         Ok(())
     }
@@ -487,7 +304,7 @@ impl Store for SqliteStore {
              WHERE lease_owner = ?1 AND status IN ('pending', 'retrying')",
         )
         .bind(owner)
-        .execute(&mut *writer(&self.writer, Durability::Os).await?)
+        .execute(&mut *self.writer.acquire(Durability::Os).await?)
         .await?;
         Ok(done.rows_affected())
     }
@@ -511,7 +328,7 @@ impl Store for SqliteStore {
              ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
         )
         .bind(now_ms())
-        .execute(&mut *writer(&self.writer, Durability::Os).await?)
+        .execute(&mut *self.writer.acquire(Durability::Os).await?)
         .await?;
         Ok(())
     }

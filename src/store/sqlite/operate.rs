@@ -2,7 +2,7 @@
 
 use sqlx::{Connection as _, Row};
 
-use super::{Durability, SqliteStore, writer};
+use super::{Durability, SqliteStore};
 use crate::store::StoreError;
 use crate::store::model::*;
 
@@ -22,7 +22,7 @@ impl SqliteStore {
         force: bool,
     ) -> Result<Replayed, StoreError> {
         let now = now_ms();
-        let mut conn = writer(&self.writer, Durability::Os).await?;
+        let mut conn = self.writer.acquire(Durability::Os).await?;
         let mut tx = conn.begin().await?;
         // The deliveries selected, before the delivered ones are set aside.
         let (ids, missing): (Vec<i64>, Vec<i64>) = match selection {
@@ -110,7 +110,7 @@ impl SqliteStore {
         .bind(destination)
         .bind(words(&waiting))
         .bind(now_ms())
-        .execute(&mut *writer(&self.writer, Durability::Os).await?)
+        .execute(&mut *self.writer.acquire(Durability::Os).await?)
         .await?;
         Ok(done.rows_affected())
     }
@@ -119,7 +119,7 @@ impl SqliteStore {
         &self,
         participation_id: &str,
     ) -> Result<Forgotten, StoreError> {
-        let mut conn = writer(&self.writer, Durability::Fsync).await?;
+        let mut conn = self.writer.acquire(Durability::Fsync).await?;
         let mut tx = conn.begin().await?;
         let counts = sqlx::query(
             "SELECT COUNT(DISTINCT n.id) AS notifications, COUNT(DISTINCT d.id) AS deliveries,
@@ -175,7 +175,7 @@ impl SqliteStore {
             .copied()
             .filter(|s| !s.is_waiting())
             .collect();
-        let mut conn = writer(&self.writer, Durability::Os).await?;
+        let mut conn = self.writer.acquire(Durability::Os).await?;
         let mut tx = conn.begin().await?;
         let gone = sqlx::query(
             "DELETE FROM deliveries

@@ -1,0 +1,349 @@
+//! The one writer. SQLite takes one write at a time, and every statement through sqlx is a hop
+//! to its connection thread, so writes are grouped: whatever accepts and attempt records wait
+//! while a transaction runs go into the next one, each kind in a fixed number of statements
+//! whatever the count (the rows travel as one JSON array). A transaction holding an accept is
+//! fsynced before anyone is answered; one holding only records is not (see [`Durability`]).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use serde_json::json;
+use sqlx::pool::PoolConnection;
+use sqlx::sqlite::SqlitePool;
+use sqlx::{Connection as _, Sqlite, SqliteConnection};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::store::StoreError;
+use crate::store::model::*;
+
+/// The most jobs that share one transaction.
+pub(super) const GROUP_MAX: usize = 512;
+
+/// How far a write must reach before it returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Durability {
+    /// On disk (`synchronous=FULL`): what a 2xx to Qualifio promises.
+    Fsync,
+    /// In the OS (`synchronous=NORMAL`): survives a crash of the process, and the next fsync
+    /// takes it to disk. Leases, attempts and purges use it: losing one to a power cut means at
+    /// worst a repeated delivery, which at-least-once allows.
+    Os,
+}
+
+/// The single writer connection, and the `synchronous` mode it was last set to.
+pub(super) struct Writer {
+    pool: SqlitePool,
+    mode: Mutex<Option<Durability>>,
+}
+
+impl Writer {
+    pub fn new(pool: SqlitePool) -> Writer {
+        Writer {
+            pool,
+            mode: Mutex::new(None),
+        }
+    }
+
+    fn set_mode(&self, mode: Option<Durability>) {
+        *self.mode.lock().unwrap_or_else(|e| e.into_inner()) = mode;
+    }
+
+    fn mode(&self) -> Option<Durability> {
+        *self.mode.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection, set to the durability the next transaction needs. Each write states its
+    /// own, so a failure between two writes can never leave accepts undurable.
+    ///
+    /// A COMMIT that failed (a full disk, an unwritable file) leaves its transaction open, in
+    /// SQLite and in sqlx's count: later writes on that connection would nest in it and never
+    /// be committed. Such a connection is closed, and a fresh one opened in its place.
+    pub async fn acquire(
+        &self,
+        durability: Durability,
+    ) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
+        let mut conn = self.pool.acquire().await?;
+        if !conn.is_in_transaction() {
+            if self.mode() == Some(durability) {
+                return Ok(conn);
+            }
+            if set_synchronous(&mut conn, durability).await.is_ok() {
+                self.set_mode(Some(durability));
+                return Ok(conn);
+            }
+        }
+        tracing::warn!(
+            "the database connection was left in a failed transaction; opening a new one"
+        );
+        self.set_mode(None);
+        conn.close_on_drop();
+        drop(conn);
+        let mut conn = self.pool.acquire().await?;
+        set_synchronous(&mut conn, durability).await?;
+        self.set_mode(Some(durability));
+        Ok(conn)
+    }
+}
+
+async fn set_synchronous(
+    conn: &mut SqliteConnection,
+    durability: Durability,
+) -> Result<(), sqlx::Error> {
+    let pragma = match durability {
+        Durability::Fsync => "PRAGMA synchronous = FULL",
+        Durability::Os => "PRAGMA synchronous = NORMAL",
+    };
+    sqlx::query(pragma).execute(conn).await.map(|_| ())
+}
+
+/// What the writer is asked to do.
+pub(super) enum Job {
+    Accept(Incoming, oneshot::Sender<Result<Accepted, StoreError>>),
+    Record(Vec<AttemptLog>, oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// Takes every waiting job, runs them in one transaction, answers each. A transaction that
+/// fails is retried job by job, so one bad item fails only itself.
+pub(super) async fn run(writer: std::sync::Arc<Writer>, mut rx: mpsc::Receiver<Job>) {
+    let mut jobs = Vec::with_capacity(GROUP_MAX);
+    while rx.recv_many(&mut jobs, GROUP_MAX).await > 0 {
+        let mut accepts = Vec::new();
+        let mut accept_replies = Vec::new();
+        let mut records = Vec::new();
+        let mut record_replies = Vec::new();
+        for job in jobs.drain(..) {
+            match job {
+                Job::Accept(item, reply) => {
+                    accepts.push(item);
+                    accept_replies.push(reply);
+                }
+                Job::Record(attempts, reply) => {
+                    records.push(attempts);
+                    record_replies.push(reply);
+                }
+            }
+        }
+        let all_records: Vec<AttemptLog> = records.iter().flatten().cloned().collect();
+        match write(&writer, &accepts, &all_records).await {
+            Ok(results) => {
+                for (reply, result) in accept_replies.into_iter().zip(results) {
+                    let _ = reply.send(Ok(result));
+                }
+                for reply in record_replies {
+                    let _ = reply.send(Ok(()));
+                }
+            }
+            Err(e) if accepts.len() + records.len() <= 1 => {
+                if let Some(reply) = accept_replies.into_iter().next() {
+                    let _ = reply.send(Err(e));
+                } else if let Some(reply) = record_replies.into_iter().next() {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            Err(_) => {
+                for (item, reply) in accepts.iter().zip(accept_replies) {
+                    let result = write(&writer, std::slice::from_ref(item), &[])
+                        .await
+                        .map(|mut r| r.remove(0));
+                    let _ = reply.send(result);
+                }
+                for (attempts, reply) in records.iter().zip(record_replies) {
+                    let _ = reply.send(write(&writer, &[], attempts).await.map(|_| ()));
+                }
+            }
+        }
+    }
+}
+
+/// One transaction: the accepts, then the records.
+async fn write(
+    writer: &Writer,
+    accepts: &[Incoming],
+    records: &[AttemptLog],
+) -> Result<Vec<Accepted>, StoreError> {
+    let durability = if accepts.is_empty() {
+        Durability::Os
+    } else {
+        Durability::Fsync
+    };
+    let mut conn = writer.acquire(durability).await?;
+    let mut tx = conn.begin().await?;
+    let accepted = accept(&mut tx, accepts).await?;
+    record(&mut tx, records).await?;
+    tx.commit().await?;
+    Ok(accepted)
+}
+
+/// (source, participation id, body hash): what makes a notification a duplicate.
+type Key = (String, String, String);
+
+/// Stores notifications and their deliveries: two statements for any number (three when some
+/// are duplicates of earlier ones).
+async fn accept(
+    conn: &mut SqliteConnection,
+    items: &[Incoming],
+) -> Result<Vec<Accepted>, StoreError> {
+    if items.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<serde_json::Value> = items
+        .iter()
+        .map(|i| {
+            json!({
+                "source": i.source, "pid": i.participation_id, "format": i.format,
+                "sha": i.body_sha256, "body": i.body, "at": i.received_at,
+            })
+        })
+        .collect();
+    let inserted: Vec<(i64, String, String, String)> = sqlx::query_as(
+        "INSERT INTO notifications (source, participation_id, format, body_sha256, body, received_at)
+         SELECT value ->> 'source', value ->> 'pid', value ->> 'format', value ->> 'sha',
+                value ->> 'body', value ->> 'at'
+         FROM json_each(?1) WHERE true
+         ON CONFLICT (source, participation_id, body_sha256) DO NOTHING
+         RETURNING id, source, participation_id, body_sha256",
+    )
+    .bind(serde_json::Value::from(rows).to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut new: HashMap<Key, i64> = inserted
+        .into_iter()
+        .map(|(id, s, p, h)| ((s, p, h), id))
+        .collect();
+    let key = |i: &Incoming| {
+        (
+            i.source.clone(),
+            i.participation_id.clone(),
+            i.body_sha256.clone(),
+        )
+    };
+    // Stored before this transaction: their ids.
+    let earlier: Vec<serde_json::Value> = items
+        .iter()
+        .filter(|i| !new.contains_key(&key(i)))
+        .map(|i| json!({"source": i.source, "pid": i.participation_id, "sha": i.body_sha256}))
+        .collect();
+    let mut known: HashMap<Key, i64> = HashMap::new();
+    if !earlier.is_empty() {
+        let found: Vec<(i64, String, String, String)> = sqlx::query_as(
+            "SELECT id, source, participation_id, body_sha256 FROM notifications
+             WHERE (source, participation_id, body_sha256) IN
+                   (SELECT value ->> 'source', value ->> 'pid', value ->> 'sha' FROM json_each(?1))",
+        )
+        .bind(serde_json::Value::from(earlier).to_string())
+        .fetch_all(&mut *conn)
+        .await?;
+        known = found
+            .into_iter()
+            .map(|(id, s, p, h)| ((s, p, h), id))
+            .collect();
+    }
+    let mut out = Vec::with_capacity(items.len());
+    let mut deliveries = Vec::new();
+    for item in items {
+        let k = key(item);
+        // The first of a batch's copies is new; any later copy is its duplicate.
+        if let Some(id) = new.remove(&k) {
+            for destination in &item.destinations {
+                deliveries.push(json!({"id": id, "dest": destination, "at": item.received_at}));
+            }
+            known.insert(k, id);
+            out.push(Accepted::New {
+                notification: id,
+                deliveries: item.destinations.len(),
+            });
+        } else {
+            let id = known.get(&k).copied().ok_or_else(|| {
+                StoreError::Inconsistent("a duplicate vanished while accepting".into())
+            })?;
+            out.push(Accepted::Duplicate { notification: id });
+        }
+    }
+    if !deliveries.is_empty() {
+        sqlx::query(
+            "INSERT INTO deliveries (notification_id, destination, status, attempts, next_attempt_at, created_at, updated_at)
+             SELECT value ->> 'id', value ->> 'dest', 'pending', 0, value ->> 'at', value ->> 'at', value ->> 'at'
+             FROM json_each(?1)",
+        )
+        .bind(serde_json::Value::from(deliveries).to_string())
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(out)
+}
+
+/// Records attempts and moves their deliveries on: three statements for any number.
+async fn record(conn: &mut SqliteConnection, attempts: &[AttemptLog]) -> Result<(), StoreError> {
+    if attempts.is_empty() {
+        return Ok(());
+    }
+    let now = now_ms();
+    let rows: Vec<serde_json::Value> = attempts
+        .iter()
+        .map(|a| {
+            let next_at = match a.next {
+                Next::RetryAt(at) => at,
+                Next::Delivered | Next::Dead => now,
+            };
+            json!({
+                "id": a.delivery_id,
+                "lease": a.lease,
+                "number": a.number,
+                "started_at": a.started_at,
+                "duration_ms": a.duration_ms,
+                "outcome": a.next.outcome().as_str(),
+                "status_code": a.status_code,
+                "error": a.error,
+                "response": a.response,
+                "state": a.state.as_ref().map(|s| s.to_string()),
+                "status": a.next.status().as_str(),
+                "next_at": next_at,
+            })
+        })
+        .collect();
+    let batch = serde_json::Value::from(rows).to_string();
+    // Only the claim's holder records: an attempt that outlived its lease, taken over since,
+    // leaves no row and moves nothing.
+    sqlx::query(
+        "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, status_code, error, response)
+         SELECT value ->> 'id', value ->> 'number', value ->> 'started_at', value ->> 'duration_ms',
+                value ->> 'outcome', value ->> 'status_code', value ->> 'error', value ->> 'response'
+         FROM json_each(?1) JOIN deliveries d
+           ON d.id = value ->> 'id' AND d.lease_token = value ->> 'lease'",
+    )
+    .bind(&batch)
+    .execute(&mut *conn)
+    .await?;
+    // Anonymous counts per destination and hour, for charts that outlive purge and erasure.
+    sqlx::query(
+        "INSERT INTO attempt_counts (destination, hour, delivered, failed)
+         SELECT d.destination, (value ->> 'started_at') / 3600000,
+                SUM(value ->> 'outcome' = 'delivered'), SUM(value ->> 'outcome' != 'delivered')
+         FROM json_each(?1) JOIN deliveries d
+           ON d.id = value ->> 'id' AND d.lease_token = value ->> 'lease'
+         WHERE true
+         GROUP BY 1, 2
+         ON CONFLICT (destination, hour) DO UPDATE SET
+             delivered = delivered + excluded.delivered, failed = failed + excluded.failed",
+    )
+    .bind(&batch)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE deliveries SET status = x.status, attempts = x.number, next_attempt_at = x.next_at,
+             last_error = x.error, state = COALESCE(x.state, deliveries.state),
+             lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, claimed_at = NULL,
+             in_doubt_since = NULL, updated_at = ?2
+         FROM (SELECT value ->> 'id' AS id, value ->> 'lease' AS lease, value ->> 'status' AS status,
+                      value ->> 'number' AS number, value ->> 'next_at' AS next_at,
+                      value ->> 'error' AS error, value ->> 'state' AS state
+               FROM json_each(?1)) AS x
+         -- A lease that expired and was claimed again belongs to the new attempt now.
+         WHERE deliveries.id = x.id AND deliveries.lease_token = x.lease",
+    )
+    .bind(&batch)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
