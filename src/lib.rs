@@ -56,6 +56,8 @@ use crate::config::Config;
 use crate::store::Store;
 use crate::worker::Worker;
 
+/// How long after start the first purge runs.
+const PURGE_FIRST: Duration = Duration::from_secs(60);
 /// How often delivered work older than `[storage] retention` is purged (dead and cancelled
 /// work stays until replayed or purged by an operator).
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
@@ -420,6 +422,11 @@ async fn warn_of_stranded_work(config: &Config, store: &dyn Store) {
 }
 
 async fn purge_loop(store: Arc<dyn Store>, retention: Duration, mut stop: shutdown::Shutdown) {
+    // Not at start: a purge of a large store holds the writer, and readiness waits for it.
+    tokio::select! {
+        _ = tokio::time::sleep(PURGE_FIRST) => {}
+        _ = stop.wait() => return,
+    }
     loop {
         let before = store::now_ms()
             .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));

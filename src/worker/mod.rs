@@ -29,6 +29,9 @@ use crate::store::{AttemptLog, Claimed, Store, now_ms};
 const IDLE_POLL: Duration = Duration::from_secs(5);
 /// How long in-flight attempts may finish after a stop signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most deliveries a lane of one-at-a-time connectors (webhook, Trello) claims in one go:
+/// as many as it has free slots and calls for, so a backlog costs one claim per batch.
+const CLAIM_MAX: usize = 64;
 
 /// The slower of two rates (calls per second), `None` being no limit.
 fn strictest(a: Option<Rate>, b: Option<Rate>) -> Option<Rate> {
@@ -330,33 +333,61 @@ impl Worker {
                 c = lane.gate.call() => c,
                 _ = shutdown.wait() => return,
             };
+            // A connector that takes one record per call gets one task per delivery: the lane
+            // claims as many as it has free slots and calls for right now.
+            let one_by_one = lane.connector.max_batch() == 1;
+            let mut more = Vec::new();
+            while one_by_one && more.len() + 1 < CLAIM_MAX {
+                let Ok(p) = lane.slots.clone().try_acquire_owned() else {
+                    break;
+                };
+                let Some(c) = lane.gate.try_call() else {
+                    break;
+                };
+                more.push((p, c));
+            }
+            let limit = if one_by_one {
+                1 + more.len()
+            } else {
+                lane.connector.max_batch()
+            };
             let claimed = self
                 .store
-                .claim_due(
-                    &name,
-                    lane.connector.max_batch(),
-                    &self.owner,
-                    Self::lease(&lane),
-                )
+                .claim_due(&name, limit, &self.owner, Self::lease(&lane))
                 .await;
-            drained = claimed
-                .as_ref()
-                .map_or(true, |b| b.len() < lane.connector.max_batch());
+            drained = claimed.as_ref().map_or(true, |b| b.len() < limit);
             match claimed {
                 Ok(batch) if !batch.is_empty() => {
                     if fault {
                         panic!("test fault: the lane of {name} panics at its first claim");
                     }
-                    let worker = self.clone();
-                    let lane = lane.clone();
-                    tokio::spawn(async move {
-                        worker.attempt(&lane, batch, call).await;
-                        drop(permit);
-                        lane.wake.notify_one();
-                    });
+                    let batches: Vec<Vec<Claimed>> = if one_by_one {
+                        batch.into_iter().map(|c| vec![c]).collect()
+                    } else {
+                        vec![batch]
+                    };
+                    let mut slots = std::iter::once((permit, call)).chain(more.drain(..));
+                    for batch in batches {
+                        let Some((permit, call)) = slots.next() else {
+                            break;
+                        };
+                        let worker = self.clone();
+                        let lane = lane.clone();
+                        tokio::spawn(async move {
+                            worker.attempt(&lane, batch, call).await;
+                            drop(permit);
+                            lane.wake.notify_one();
+                        });
+                    }
+                    for (_, call) in slots {
+                        call.unused();
+                    }
                 }
                 Ok(_) => {
                     call.unused();
+                    for (_, call) in more.drain(..) {
+                        call.unused();
+                    }
                     drop(permit);
                     let wait = match self.store.next_due(&name).await {
                         Ok(Some(at)) => {
@@ -378,6 +409,9 @@ impl Worker {
                 }
                 Err(e) => {
                     call.unused();
+                    for (_, call) in more.drain(..) {
+                        call.unused();
+                    }
                     drop(permit);
                     tracing::error!(destination = %name, error = %e, "cannot claim deliveries");
                     tokio::select! {

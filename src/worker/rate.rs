@@ -132,6 +132,20 @@ impl Gate {
     }
 }
 
+impl Gate {
+    /// A call now if the window and any pause allow it, without waiting.
+    pub fn try_call(&self) -> Option<Call> {
+        match self.try_start(Instant::now()) {
+            Ok(None) => Some(Call::free()),
+            Ok(Some(id)) => {
+                let gate = self.clone();
+                Some(Call::new(move |made| gate.end(id, made, Instant::now())))
+            }
+            Err(_) => None,
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Pace for Gate {
     async fn call(&self) -> Call {

@@ -73,6 +73,12 @@ fn migrator() -> Migrator {
             include_str!("../../../migrations/sqlite/0004_operators.sql"),
             true,
         ),
+        migration(
+            5,
+            "received index",
+            include_str!("../../../migrations/sqlite/0005_received_index.sql"),
+            false,
+        ),
     ])
 }
 
