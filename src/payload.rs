@@ -14,7 +14,12 @@ pub enum Format {
 
 impl Format {
     pub fn detect(doc: &Value) -> Format {
-        match doc.get("configuration").and_then(Value::as_str) {
+        Format::from_configuration(doc.get("configuration").and_then(Value::as_str))
+    }
+
+    /// From the payload's `configuration` field, if any.
+    pub fn from_configuration(configuration: Option<&str>) -> Format {
+        match configuration {
             Some("pushWebhookParticipationV1") => Format::V1,
             _ => Format::V2,
         }

@@ -161,20 +161,48 @@ fn nested_deeper_than(body: &[u8], max: usize) -> bool {
 /// Validates the document: a JSON object with a non-empty string `id`, nested at most
 /// [`MAX_DEPTH`] deep. Public for the fuzz targets, which feed it arbitrary bytes.
 pub fn parse(body: &[u8]) -> Result<(serde_json::Value, String), String> {
+    let (id, _) = parse_head(body)?;
+    let doc =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    Ok((doc, id))
+}
+
+/// What accepting needs of a notification. The rest of the body is checked as JSON but not
+/// built: most notifications are stored and routed without anyone reading them.
+#[derive(serde::Deserialize)]
+struct Head {
+    id: Option<serde_json::Value>,
+    configuration: Option<serde_json::Value>,
+}
+
+/// Validates the document as [`parse`] does, and returns its `id` and its format.
+pub fn parse_head(body: &[u8]) -> Result<(String, Format), String> {
     if nested_deeper_than(body, MAX_DEPTH) {
         return Err(format!("the JSON is nested deeper than {MAX_DEPTH} levels"));
     }
-    let doc: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
-    if !doc.is_object() {
-        return Err("the body must be a JSON object".into());
+    // A struct would also take an array of its fields: only an object is a notification.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
+                Ok(_) => "the body must be a JSON object".to_string(),
+                Err(e) => format!("the body is not valid JSON: {e}"),
+            },
+        );
     }
-    let id = match doc.get("id") {
-        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s.clone(),
+    let head: Head = serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() && e.to_string().starts_with("invalid type") {
+            "the body must be a JSON object".to_string()
+        } else {
+            format!("the body is not valid JSON: {e}")
+        }
+    })?;
+    let id = match head.id {
+        Some(serde_json::Value::String(s)) if !s.trim().is_empty() => s,
         Some(_) => return Err("`id` must be a non-empty string".into()),
         None => return Err("the object has no `id`".into()),
     };
-    Ok((doc, id))
+    let format = Format::from_configuration(head.configuration.as_ref().and_then(|c| c.as_str()));
+    Ok((id, format))
 }
 
 /// The source a path belongs to: its own path, or its path and one more segment (a token).
@@ -248,7 +276,7 @@ async fn handle(
     if !auth::check_signature(&source.auth, &req, &body) {
         return unauthorized(state, source, &req, "signature").await;
     }
-    let (doc, participation_id) = match parse(&body) {
+    let (participation_id, format) = match parse_head(&body) {
         Ok(v) => v,
         Err(message) => return error(StatusCode::BAD_REQUEST, message),
     };
@@ -258,12 +286,14 @@ async fn handle(
     };
     let received_at = now_ms();
     let destinations = crate::router::routed(&live.config, &live.mapper, &source.name, || {
+        // Valid JSON: it was parsed above.
+        let doc = serde_json::from_str(&text).unwrap_or_default();
         crate::mapping::context(&doc, received_at)
     });
     let incoming = Incoming {
         source: source.name.clone(),
         participation_id,
-        format: Format::detect(&doc).as_str(),
+        format: format.as_str(),
         body_sha256: hex(&sha2::Sha256::digest(text.as_bytes())),
         body: text,
         received_at,
@@ -294,5 +324,11 @@ async fn handle(
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    out
 }

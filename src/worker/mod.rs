@@ -13,7 +13,7 @@ use std::time::Duration;
 use hookfan_connectors::pace::Prepaid;
 use hookfan_connectors::units::Rate;
 use hookfan_connectors::{Attempt, Call, Connector, Outcome, Pace, Record};
-use tokio::sync::{Notify, Semaphore, mpsc};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::time::Instant;
 use tracing::Instrument as _;
 use tracing::field::Empty;
@@ -95,6 +95,45 @@ pub struct Worker {
     /// This process's name on the leases it takes.
     owner: Arc<str>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Attempts whose records are not written yet.
+    recording: Arc<Recording>,
+}
+
+/// A count of attempts between their start and their record, and a signal when none is left.
+#[derive(Default)]
+struct Recording {
+    count: std::sync::atomic::AtomicUsize,
+    idle: Notify,
+}
+
+/// One attempt being counted; dropping it uncounts it.
+struct Recorded<'a>(&'a Recording);
+
+impl Recording {
+    fn start(&self) -> Recorded<'_> {
+        self.count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Recorded(self)
+    }
+
+    async fn until_idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.count.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+}
+
+impl Drop for Recorded<'_> {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
 }
 
 /// Each rate key's rate and gate.
@@ -131,6 +170,7 @@ impl Worker {
             shutdown,
             owner: owner.into(),
             metrics,
+            recording: Arc::default(),
         }
     }
 
@@ -285,6 +325,7 @@ impl Worker {
                 let n = u32::try_from(lane.destination.concurrency).unwrap_or(u32::MAX);
                 let _ = lane.slots.acquire_many(n).await;
             }
+            self.recording.until_idle().await;
         })
         .await;
         if drained.is_err() {
@@ -374,9 +415,7 @@ impl Worker {
                         let worker = self.clone();
                         let lane = lane.clone();
                         tokio::spawn(async move {
-                            worker.attempt(&lane, batch, call).await;
-                            drop(permit);
-                            lane.wake.notify_one();
+                            worker.attempt(&lane, batch, call, permit).await;
                         });
                     }
                     for (_, call) in slots {
@@ -426,7 +465,13 @@ impl Worker {
     /// Maps, delivers and records one claimed batch, in one `attempt` span: every event the
     /// connector and the rate gate log carries the destination, and for a single delivery its
     /// id, participation and attempt number (a batch carries its size).
-    async fn attempt(&self, lane: &Lane, batch: Vec<Claimed>, call: Call) {
+    async fn attempt(
+        &self,
+        lane: &Lane,
+        batch: Vec<Claimed>,
+        call: Call,
+        permit: OwnedSemaphorePermit,
+    ) {
         let span = tracing::info_span!(
             "attempt",
             destination = %lane.destination.name,
@@ -440,12 +485,20 @@ impl Worker {
             span.record("participation_id", one.participation_id.as_str());
             span.record("attempt", one.attempts + 1);
         }
-        self.attempt_in_span(lane, batch, call)
+        self.attempt_in_span(lane, batch, call, permit)
             .instrument(span)
             .await;
     }
 
-    async fn attempt_in_span(&self, lane: &Lane, batch: Vec<Claimed>, call: Call) {
+    async fn attempt_in_span(
+        &self,
+        lane: &Lane,
+        batch: Vec<Claimed>,
+        call: Call,
+        permit: OwnedSemaphorePermit,
+    ) {
+        // Counted until recorded: the drain waits for records as for attempts.
+        let _recording = self.recording.start();
         let destination = &lane.destination;
         let started_at = now_ms();
         let clock = Instant::now();
@@ -494,10 +547,16 @@ impl Worker {
                 logs.push(self.finish(destination, c, attempt, logged, started_at, duration_ms));
             }
         }
+        // The destination is done with: the slot is free for the next delivery while this one
+        // is recorded (its lease keeps it from being claimed again meanwhile).
+        drop(permit);
+        lane.wake.notify_one();
         if let Err(e) = self.store.record(logs).await {
             // The leases expire and the deliveries are tried again: at least once, never lost.
             tracing::error!(destination = %destination.name, error = %e, "cannot record attempts");
         }
+        // The record may have made a retry due soon: the lane looks again.
+        lane.wake.notify_one();
         if !unsent.is_empty() {
             tracing::debug!(
                 destination = %destination.name,
