@@ -58,6 +58,12 @@ pub trait DestinationConfig: fmt::Debug + Send + Sync + 'static {
     /// One line for `hookfan check`, secrets redacted.
     fn summary(&self) -> String;
 
+    /// Every secret value the destination sends (tokens, header values, passwords): they are
+    /// cut out of anything stored or logged, in case the destination echoes them back.
+    fn secrets(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Makes relative paths absolute (`resolve` anchors them at the config file's folder).
     fn resolve_paths(&mut self, _resolve: &dyn Fn(&Path) -> PathBuf) {}
 

@@ -155,6 +155,36 @@ impl DestinationConfig for WebhookConfig {
         format!("{} {}", self.method.as_str(), redact_url(&self.url))
     }
 
+    fn secrets(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .headers
+            .values()
+            .map(|v| v.expose().to_string())
+            .collect();
+        if let Some(s) = &self.signing_secret {
+            out.push(s.expose().to_string());
+            out.extend(s.expose().strip_prefix("whsec_").map(str::to_owned));
+        }
+        if let Ok(url) = reqwest::Url::parse(&self.url) {
+            if let Some(password) = url.password() {
+                let password = percent_encoding::percent_decode_str(password)
+                    .decode_utf8_lossy()
+                    .into_owned();
+                let user = percent_encoding::percent_decode_str(url.username())
+                    .decode_utf8_lossy()
+                    .into_owned();
+                out.push(B64.encode(format!("{user}:{password}")));
+                out.push(password);
+            }
+            out.extend(
+                url.query_pairs()
+                    .filter(|(k, _)| looks_secret(k))
+                    .map(|(_, v)| v.into_owned()),
+            );
+        }
+        out
+    }
+
     fn build(
         &self,
         client: &reqwest::Client,
@@ -209,10 +239,7 @@ pub fn redact_url(raw: &str) -> String {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| {
-                let lower = k.to_ascii_lowercase();
-                let secret = ["token", "key", "secret", "pass", "sig", "auth"]
-                    .iter()
-                    .any(|s| lower.contains(s));
+                let secret = looks_secret(&k);
                 (
                     k.into_owned(),
                     if secret { "***".into() } else { v.into_owned() },
@@ -222,6 +249,14 @@ pub fn redact_url(raw: &str) -> String {
         url.query_pairs_mut().clear().extend_pairs(pairs);
     }
     url.to_string()
+}
+
+/// A query parameter whose name says it carries a credential.
+fn looks_secret(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    ["token", "key", "secret", "pass", "sig", "auth"]
+        .iter()
+        .any(|s| lower.contains(s))
 }
 
 /// A ready webhook destination.

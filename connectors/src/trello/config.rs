@@ -188,6 +188,13 @@ impl DestinationConfig for TrelloConfig {
         format!("create a card on list {}", self.list_id)
     }
 
+    fn secrets(&self) -> Vec<String> {
+        vec![
+            self.key.expose().to_string(),
+            self.token.expose().to_string(),
+        ]
+    }
+
     /// 90 calls per 10 s per token, under Trello's 100. The worker charges each card the calls
     /// it costs.
     fn default_rate_limit(&self) -> Option<Rate> {
