@@ -124,7 +124,7 @@ pub async fn run_with_store(
     let mut lanes = Vec::new();
     for d in config.destinations.iter().filter(|d| d.enabled) {
         let connector = d
-            .connector(&client)
+            .connector_shared(&client, store.locks())
             .map_err(|e| RunError::Connector(d.name.clone(), e))?;
         lanes.push((d.clone(), connector));
     }

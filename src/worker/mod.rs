@@ -48,8 +48,8 @@ pub struct Lane {
     /// Ingress and finished attempts ring this when something may be due.
     wake: Notify,
     slots: Arc<Semaphore>,
-    /// Shared by every lane with the same rate key.
-    gate: rate::Gate,
+    /// Shared by every lane with the same rate key (and, on PostgreSQL, every instance).
+    gate: Arc<dyn rate::Limiter>,
 }
 
 /// Every lane, by destination name.
@@ -86,9 +86,20 @@ impl Worker {
                 *entry = strictest(*entry, rate);
             }
         }
-        let gates: HashMap<String, rate::Gate> = rates
+        // The store says who keeps each window: this process, or every instance together.
+        let limiters = store.limiters();
+        let gates: HashMap<String, Arc<dyn rate::Limiter>> = rates
             .into_iter()
-            .map(|(k, r)| (k, rate::Gate::new(r)))
+            .map(|(k, r)| {
+                let longest = rate::longest_call(
+                    destinations
+                        .iter()
+                        .filter(|(d, _)| key(d) == k)
+                        .map(|(_, c)| c.timeout()),
+                );
+                let gate = limiters.gate(&k, r, longest);
+                (k, gate)
+            })
             .collect();
         let lanes = destinations
             .into_iter()
@@ -187,7 +198,9 @@ impl Worker {
     /// Lease length: long enough for the slowest attempt, short enough that a crash is
     /// recovered from quickly.
     fn lease(lane: &Lane) -> Duration {
-        Duration::from_secs(60).max(lane.connector.timeout() * 2 + Duration::from_secs(15))
+        fault::lease().unwrap_or_else(|| {
+            Duration::from_secs(60).max(lane.connector.timeout() * 2 + Duration::from_secs(15))
+        })
     }
 
     async fn lane_loop(self, lane: Arc<Lane>, mut shutdown: Shutdown) {
@@ -319,7 +332,7 @@ impl Worker {
         }
         let mut unsent = Vec::new();
         if !records.is_empty() {
-            let pace = Prepaid::new(call, &lane.gate);
+            let pace = Prepaid::new(call, lane.gate.as_ref());
             let mut results = self.deliver(lane, &records, &pace).await;
             drop(pace);
             let duration_ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
@@ -330,7 +343,7 @@ impl Worker {
                 ))
             });
             let throttled = results.iter().any(|a| a.status == Some(429));
-            lane.gate.throttled(throttled, Instant::now());
+            lane.gate.throttled(throttled).await;
             for (c, attempt) in sent.iter().zip(results) {
                 if attempt.outcome == Outcome::Unsent {
                     unsent.push((c.delivery_id, c.lease.clone()));

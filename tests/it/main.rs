@@ -3,6 +3,7 @@
 // Test code: a panic is a failed test, which is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod backends;
 mod cli;
 mod config_errors;
 mod delivery;

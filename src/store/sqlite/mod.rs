@@ -33,7 +33,7 @@ type Reply = oneshot::Sender<Result<Accepted, StoreError>>;
 pub struct SqliteStore {
     /// One connection: SQLite has one writer at a time anyway, and this keeps them in order.
     writer: SqlitePool,
-    reader: SqlitePool,
+    pub(crate) reader: SqlitePool,
     accepts: mpsc::Sender<(Incoming, Reply)>,
 }
 
