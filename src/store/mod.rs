@@ -31,6 +31,9 @@ pub enum StoreError {
     Random,
     #[error("{0}")]
     Busy(String),
+    /// The database could not be reached for a group of accepts (each of them is told).
+    #[error("the database cannot be reached: {0}")]
+    Unreachable(String),
 }
 
 /// The seam every storage backend implements. A `2xx` to Qualifio follows only a successful

@@ -9,6 +9,7 @@ mod config_errors;
 mod delivery;
 mod fakes;
 mod ingress;
+mod instances;
 mod mapping;
 mod operators;
 mod page;

@@ -144,8 +144,15 @@ async fn commit_group(pool: &PgPool, batch: Vec<(Incoming, Reply)>) {
                 let _ = reply.send(Ok(result));
             }
         }
-        // One bad item must not fail the others: commit them one by one instead (a database
-        // that cannot be reached fails each of them, and each answers 503).
+        // A database that cannot be reached fails them all at once (each answers 503 now, not
+        // after one connection wait per item).
+        Err(e) if unreachable(&e) => {
+            let why = e.to_string();
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Unreachable(why.clone())));
+            }
+        }
+        // One bad item must not fail the others: commit them one by one instead.
         Err(_) if items.len() > 1 => {
             for (item, reply) in items.into_iter().zip(replies) {
                 let result = accept_all(pool, std::slice::from_ref(&item))
@@ -160,6 +167,20 @@ async fn commit_group(pool: &PgPool, batch: Vec<(Incoming, Reply)>) {
             }
         }
     }
+}
+
+/// Whether `e` says the database could not be reached, rather than refused what was sent.
+fn unreachable(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Db(
+            sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+        )
+    )
 }
 
 /// A notification's identity: the same source, id and body is a duplicate.
