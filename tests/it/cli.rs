@@ -123,6 +123,37 @@ async fn check_and_serve_name_a_removed_destination_that_still_has_work() {
     assert_eq!(line["pending"], 2);
 }
 
+#[tokio::test]
+async fn check_accepts_postgres_reads_its_stranded_work_and_never_shows_the_password() {
+    let Some(schema) = crate::backends::PgSchema::create().await else {
+        return;
+    };
+    // The test server trusts local connections, so any password does; it must never show.
+    let mut url = url::Url::parse(&schema.url).unwrap();
+    url.set_password(Some("pg-secret-pw")).unwrap();
+    let store = hookfan::store::open(url.as_str()).await.unwrap();
+    store
+        .accept(crate::support::incoming(
+            crate::support::v2_with_id("pg-stranded"),
+            &["old_crm"],
+        ))
+        .await
+        .unwrap();
+    let (_dir, path) = config_file(&format!(
+        "[storage]\nurl = \"{url}\"\n{}[destinations.archive]\ntype = \"file\"\npath = \"a.jsonl\"\n",
+        crate::support::OPEN_SOURCE
+    ));
+    let out = run(&mut hookfan(&["check", "--config", path.to_str().unwrap()]));
+    assert_exit(&out, 0);
+    let text = stdout(&out) + &stderr(&out);
+    assert!(text.contains("storage postgres://postgres:***@"), "{text}");
+    assert!(
+        text.contains("old_crm          1 pending delivery"),
+        "{text}"
+    );
+    assert!(!text.contains("pg-secret-pw"), "{text}");
+}
+
 #[test]
 fn gen_secret_prints_a_fresh_32_byte_token_each_time() {
     let one = stdout(&run(&mut hookfan(&["gen-secret"])));
