@@ -169,3 +169,39 @@ async fn a_lock_keeps_other_instances_out_until_released_or_dropped() {
     let sqlite = Backend::sqlite().await;
     assert!(sqlite.store.locks().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_across_the_network_can_require_tls() {
+    let Some(b) = Backend::postgres().await else {
+        return;
+    };
+    let schema = b.schema().unwrap();
+    let application = format!("tls-{}", schema.name);
+    let url = format!(
+        "{}&sslmode=require&application_name={application}",
+        schema.url
+    );
+    let store = hookfan::store::open(&url).await.unwrap();
+    store
+        .accept(crate::support::incoming(
+            "{\"id\":\"tls\"}".into(),
+            &["crm"],
+        ))
+        .await
+        .unwrap();
+    let mut conn = schema.connect().await;
+    let (sessions, encrypted): (i64, Option<bool>) = sqlx::query_as(
+        "SELECT COUNT(*), bool_and(s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+         WHERE a.application_name = $1",
+    )
+    .bind(&application)
+    .fetch_one(&mut conn)
+    .await
+    .unwrap();
+    assert!(sessions > 0, "the store has sessions open");
+    assert_eq!(
+        encrypted,
+        Some(true),
+        "every session of the store is encrypted (the test server must have ssl = on)"
+    );
+}
