@@ -154,6 +154,40 @@ async fn check_accepts_postgres_reads_its_stranded_work_and_never_shows_the_pass
     assert!(!text.contains("pg-secret-pw"), "{text}");
 }
 
+#[tokio::test]
+async fn the_deploy_config_is_valid_and_every_file_compose_mounts_is_there() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let compose = std::fs::read_to_string(deploy.join("compose.yaml")).unwrap();
+    let mounted: Vec<&str> = compose
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- ./"))
+        .filter_map(|l| l.split(':').next())
+        .collect();
+    assert_eq!(mounted, ["hookfan.toml", "Caddyfile"]);
+    for file in mounted.iter().chain(&["Dockerfile", "env.example"]) {
+        assert!(deploy.join(file).is_file(), "deploy/{file} is missing");
+    }
+    // The instances' config, with the environment compose gives them.
+    let schema = crate::backends::PgSchema::create().await;
+    let database = schema.as_ref().map_or(
+        "postgres://hookfan:pw@127.0.0.1:1/hookfan".to_string(),
+        |s| s.url.clone(),
+    );
+    let out = run(hookfan(&["check", "--config", "deploy/hookfan.toml"])
+        .env("HOOKFAN_DATABASE_URL", &database)
+        .env("HOOKFAN_PASSWORD", "deploy-password")
+        .env("HOOKFAN_ADMIN_TOKEN", "0123456789abcdef0123456789abcdef")
+        .env("CRM_URL", "https://crm.example.com/in")
+        .env("CRM_TOKEN", "crm-token"));
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains("listen 0.0.0.0:8080, storage postgres://"),
+        "{text}"
+    );
+    assert!(text.contains("rate limit: 50/10s"), "{text}");
+}
+
 #[test]
 fn gen_secret_prints_a_fresh_32_byte_token_each_time() {
     let one = stdout(&run(&mut hookfan(&["gen-secret"])));

@@ -20,8 +20,12 @@
 //! then, which is at or after the answer came in: the window is never shorter than the rule's).
 //! Every time is the database's, so instances on machines whose clocks differ still agree.
 //!
-//! A destination without a rate limit has no window; its calls only read the pause. Three 429s
-//! in a row, counted across instances, set `paused_until_us` for every instance.
+//! Three 429s in a row, counted across instances, set `paused_until_us` for every instance. A
+//! destination without a rate limit has no window: its calls only read the pause, and an
+//! instance reads it at most every [`PAUSE_READ_EVERY`] (so another instance's pause reaches it
+//! within that time, and a webhook's delivery costs no extra statement). A success resets the
+//! run of 429s only when this instance last saw it above zero: a run another instance started
+//! since may then go on past this success, pausing a little early rather than late.
 
 use std::ops::{Add, Sub};
 use std::sync::Arc;
@@ -32,6 +36,7 @@ use hookfan_connectors::{Call, Pace};
 use sqlx::Row;
 use sqlx::postgres::PgPool;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::worker::rate::{Limiter, Limiters, PAUSE, PAUSE_AFTER_429S, Wait, admit};
 
@@ -42,6 +47,8 @@ pub const IN_FLIGHT_POLL: Duration = Duration::from_millis(100);
 const KEEP: Duration = Duration::from_secs(3600);
 /// How long to wait before trying again when the database cannot be reached.
 const UNREACHABLE_RETRY: Duration = Duration::from_secs(1);
+/// How long an instance relies on what it last read of a key's pause and run of 429s.
+pub const PAUSE_READ_EVERY: Duration = Duration::from_millis(250);
 
 /// The database's clock now, in microseconds since the Unix epoch (a macro, so queries stay
 /// `&'static str`).
@@ -92,6 +99,7 @@ impl Limiters for PgLimiters {
             rate,
             longest_call,
             changed: Notify::new(),
+            seen: std::sync::Mutex::new(None),
         })))
     }
 }
@@ -103,6 +111,36 @@ struct Inner {
     longest_call: Duration,
     /// Rung when one of this instance's calls of the key ends or is given back.
     changed: Notify,
+    /// The key's pause and run of 429s as last read or written here.
+    seen: std::sync::Mutex<Option<Seen>>,
+}
+
+/// A key's pause and run of 429s, as an instance last knew them.
+#[derive(Clone, Copy)]
+struct Seen {
+    at: Instant,
+    /// When the pause ends, on this instance's clock (`None`: not paused).
+    paused_until: Option<Instant>,
+    run: i64,
+}
+
+impl Inner {
+    fn seen(&self) -> Option<Seen> {
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes a read: `paused_for` is what was left of the pause then, `run` the run of 429s.
+    fn saw(&self, paused_for: Option<i64>, run: i64) {
+        let at = Instant::now();
+        let paused_until = paused_for
+            .filter(|us| *us > 0)
+            .map(|us| at + Duration::from_micros(us.unsigned_abs()));
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = Some(Seen {
+            at,
+            paused_until,
+            run,
+        });
+    }
 }
 
 /// One rate key's gate, shared with every instance through the database.
@@ -115,17 +153,30 @@ impl PgGate {
     async fn try_start(&self) -> Result<Result<Option<i64>, Wait>, sqlx::Error> {
         let g = &self.0;
         let Some(rate) = g.rate else {
-            let wait: Option<i64> = sqlx::query_scalar(concat!(
-                "SELECT paused_until_us - ",
-                now_us!(),
-                " FROM rate_keys WHERE key = $1"
-            ))
-            .bind(&g.key)
-            .fetch_optional(&g.pool)
-            .await?
-            .flatten();
-            return Ok(match wait {
-                Some(us) if us > 0 => Err(Wait::For(Duration::from_micros(us.unsigned_abs()))),
+            let fresh = g.seen().filter(|s| s.at.elapsed() < PAUSE_READ_EVERY);
+            let seen = match fresh {
+                Some(seen) => seen,
+                None => {
+                    let row: Option<(Option<i64>, i64)> = sqlx::query_as(concat!(
+                        "SELECT paused_until_us - ",
+                        now_us!(),
+                        ", throttled_in_a_row FROM rate_keys WHERE key = $1"
+                    ))
+                    .bind(&g.key)
+                    .fetch_optional(&g.pool)
+                    .await?;
+                    let (paused_for, run) = row.unwrap_or((None, 0));
+                    g.saw(paused_for, run);
+                    g.seen().unwrap_or(Seen {
+                        at: Instant::now(),
+                        paused_until: None,
+                        run,
+                    })
+                }
+            };
+            let now = Instant::now();
+            return Ok(match seen.paused_until {
+                Some(until) if until > now => Err(Wait::For(until - now)),
                 _ => Ok(None),
             });
         };
@@ -139,7 +190,7 @@ impl PgGate {
                 .await?;
             locked = lock_key(&mut tx, &g.key).await?;
         }
-        let paused_until = locked.flatten();
+        let (paused_until, run) = locked.unwrap_or((None, 0));
         // 2. The clock and the calls that may still count: any call allowed since `per` plus
         //    the longest call ago (one allowed before that has ended, or gone stale, since).
         let rows = sqlx::query(concat!(
@@ -154,6 +205,7 @@ impl PgGate {
         .fetch_all(&mut *tx)
         .await?;
         let now = Micros(rows.first().map_or(Ok(0), |r| r.try_get("now_us"))?);
+        g.saw(paused_until.map(|until| until - now.0), run);
         if let Some(until) = paused_until.map(Micros)
             && until > now
         {
@@ -211,15 +263,17 @@ impl PgGate {
     }
 }
 
-/// Locks the key's row; `None` if it has none yet, else its pause.
+/// Locks the key's row; `None` if it has none yet, else its pause and run of 429s.
 async fn lock_key(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     key: &str,
-) -> Result<Option<Option<i64>>, sqlx::Error> {
-    sqlx::query_scalar("SELECT paused_until_us FROM rate_keys WHERE key = $1 FOR UPDATE")
-        .bind(key)
-        .fetch_optional(&mut **tx)
-        .await
+) -> Result<Option<(Option<i64>, i64)>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT paused_until_us, throttled_in_a_row FROM rate_keys WHERE key = $1 FOR UPDATE",
+    )
+    .bind(key)
+    .fetch_optional(&mut **tx)
+    .await
 }
 
 #[async_trait::async_trait]
@@ -264,7 +318,7 @@ impl Limiter for PgGate {
         let result = if yes {
             // One statement: the run of 429s is counted across instances, and the third one
             // in a row pauses the key for all of them.
-            sqlx::query_scalar::<_, bool>(concat!(
+            sqlx::query_as::<_, (i64, Option<i64>)>(concat!(
                 "INSERT INTO rate_keys AS k (key, throttled_in_a_row) VALUES ($1, 1)
                  ON CONFLICT (key) DO UPDATE SET
                      throttled_in_a_row = CASE WHEN k.throttled_in_a_row + 1 >= $2 THEN 0
@@ -272,15 +326,17 @@ impl Limiter for PgGate {
                      paused_until_us = CASE WHEN k.throttled_in_a_row + 1 >= $2 THEN ",
                 now_us!(),
                 " + $3 ELSE k.paused_until_us END
-                 RETURNING throttled_in_a_row = 0"
+                 RETURNING throttled_in_a_row, paused_until_us - ",
+                now_us!()
             ))
             .bind(&g.key)
             .bind(i64::from(PAUSE_AFTER_429S))
             .bind(micros(PAUSE))
             .fetch_one(&g.pool)
             .await
-            .map(|paused| {
-                if paused {
+            .map(|(run, paused_for)| {
+                g.saw(paused_for, run);
+                if run == 0 {
                     tracing::warn!(
                         pause_s = PAUSE.as_secs(),
                         "three 429s in a row: pausing (every instance)"
@@ -288,13 +344,25 @@ impl Limiter for PgGate {
                 }
             })
         } else {
-            sqlx::query(
-                "UPDATE rate_keys SET throttled_in_a_row = 0 WHERE key = $1 AND throttled_in_a_row <> 0",
-            )
-            .bind(&g.key)
-            .execute(&g.pool)
-            .await
-            .map(|_| ())
+            match g.seen().filter(|s| s.at.elapsed() < PAUSE_READ_EVERY) {
+                // No run to break, as far as this instance knows: no statement.
+                Some(seen) if seen.run == 0 => Ok(()),
+                seen => sqlx::query(
+                    "UPDATE rate_keys SET throttled_in_a_row = 0
+                     WHERE key = $1 AND throttled_in_a_row <> 0",
+                )
+                .bind(&g.key)
+                .execute(&g.pool)
+                .await
+                .map(|_| {
+                    let mut s = g.seen.lock().unwrap_or_else(|e| e.into_inner());
+                    *s = Some(Seen {
+                        at: Instant::now(),
+                        paused_until: seen.and_then(|s| s.paused_until),
+                        run: 0,
+                    });
+                }),
+            }
         };
         if let Err(e) = result {
             tracing::warn!(rate_key = %g.key, error = %e, "cannot note 429s in the database");
