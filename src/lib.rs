@@ -14,8 +14,9 @@
 //! - [`mapping`]: minijinja templates (`fields`, `when`) and custom filters. A leaf: it takes
 //!   (destination, templates) and never reads the config.
 //! - [`router`]: which destinations take a notification (decided at accept time).
-//! - [`store`]: the `Store` seam, its SQLite implementation, and the typed words every layer
-//!   shares: [`store::Status`] of a delivery, [`store::AttemptOutcome`] of an attempt.
+//! - [`store`]: the `Store` seam, its SQLite and PostgreSQL implementations, and the typed
+//!   words every layer shares: [`store::Status`] of a delivery, [`store::AttemptOutcome`] of an
+//!   attempt.
 //! - [`ingress`]: actix-web routes: the sources' `POST`s, health and readiness.
 //! - [`worker`]: per-destination lanes that claim, map, deliver and record, one tracing span per
 //!   attempt; `worker::retry` decides what comes next (pure).

@@ -34,6 +34,9 @@ pub enum StoreError {
     /// The database could not be reached for a group of accepts (each of them is told).
     #[error("the database cannot be reached: {0}")]
     Unreachable(String),
+    /// The database answered something a correct store never would.
+    #[error("unexpected answer from the database: {0}")]
+    Unexpected(String),
 }
 
 /// The seam every storage backend implements. A `2xx` to Qualifio follows only a successful

@@ -1,6 +1,6 @@
 //! PostgreSQL, for several instances sharing one queue. It behaves as the SQLite store does
 //! (the same tables, words and rules), and adds what instances must share: rate windows and the
-//! 429 pause ([`rate`]), and locks held across instances ([`lock`]).
+//! 429 pause (`rate`), and locks held across instances (`lock`).
 //!
 //! - this file: connecting, and the queue (accept, claim, record);
 //! - `log`: reading the delivery log (lists, details, stats, hourly counts);
@@ -327,8 +327,8 @@ async fn accept_all(pool: &PgPool, items: &[Incoming]) -> Result<Vec<Accepted>, 
                 }
             }
             None => {
-                return Err(StoreError::Unsupported(
-                    "the database did not answer for every notification of a commit".into(),
+                return Err(StoreError::Unexpected(
+                    "no outcome for every notification of a commit".into(),
                 ));
             }
         };
