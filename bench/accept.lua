@@ -19,9 +19,13 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer bench-token-0123456789"
 
+-- Lua's random numbers repeat from run to run: a run of its own in the id keeps two runs on
+-- one store from posting the same notifications (duplicates, not inserts).
+local run = os.getenv("HOOKFAN_BENCH_RUN") or tostring(os.time())
+
 function request()
   counter = counter + 1
-  local id = tid .. "-" .. counter .. "-" .. math.random(1, 1e9)
+  local id = run .. "-" .. tid .. "-" .. counter .. "-" .. math.random(1, 1e9)
   local body = template:gsub("__ID__", id, 1)
   return wrk.format(nil, "/hooks/qualifio", nil, body)
 end

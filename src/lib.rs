@@ -14,8 +14,9 @@
 //! - [`mapping`]: minijinja templates (`fields`, `when`) and custom filters. A leaf: it takes
 //!   (destination, templates) and never reads the config.
 //! - [`router`]: which destinations take a notification (decided at accept time).
-//! - [`store`]: the `Store` seam, its SQLite implementation, and the typed words every layer
-//!   shares: [`store::Status`] of a delivery, [`store::AttemptOutcome`] of an attempt.
+//! - [`store`]: the `Store` seam, its SQLite and PostgreSQL implementations, and the typed
+//!   words every layer shares: [`store::Status`] of a delivery, [`store::AttemptOutcome`] of an
+//!   attempt.
 //! - [`ingress`]: actix-web routes: the sources' `POST`s, health and readiness.
 //! - [`worker`]: per-destination lanes that claim, map, deliver and record, one tracing span per
 //!   attempt; `worker::retry` decides what comes next (pure).
@@ -127,13 +128,19 @@ pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> Resu
 }
 
 /// The enabled destinations' connectors, sharing one HTTP client.
-fn connectors(config: &Config, client: &reqwest::Client) -> Result<Vec<worker::Ready>, RunError> {
+/// The connectors of the enabled destinations; `locks` are shared with the other instances
+/// of a PostgreSQL store.
+fn connectors(
+    config: &Config,
+    client: &reqwest::Client,
+    locks: Option<Arc<dyn hookfan_connectors::Locks>>,
+) -> Result<Vec<worker::Ready>, RunError> {
     config
         .destinations
         .iter()
         .filter(|d| d.enabled)
         .map(|d| {
-            d.connector(client)
+            d.connector_shared(client, locks.clone())
                 .map(|c| (d.clone(), c))
                 .map_err(|e| RunError::Connector(d.name.clone(), e))
         })
@@ -158,7 +165,7 @@ pub async fn run_with_store(
     };
     let certificate = tls.as_ref().map(|(_, c)| c.clone());
     let client = hookfan_connectors::http::client()?;
-    let lanes = connectors(&config, &client)?;
+    let lanes = connectors(&config, &client, store.locks())?;
     warn_of_stranded_work(&config, store.as_ref()).await;
     let live = live::Shared::new(live::Live::new(config)?);
     let config = live.get().config.clone();
@@ -202,7 +209,7 @@ pub async fn run_with_store(
     };
     let state = web::Data::new(ingress::AppState {
         live: live.clone(),
-        store,
+        store: store.clone(),
         worker: worker.clone(),
         stopping: stopping.clone(),
         failed: failed.clone(),
@@ -258,7 +265,14 @@ pub async fn run_with_store(
         tokio::select! {
             () = &mut stop_signal => break None,
             Some(()) = reload.recv() => {
-                let reloaded = Reload { file: &file, live: &live, worker: &worker, client: &client, certificate: certificate.as_deref() };
+                let reloaded = Reload {
+                    file: &file,
+                    live: &live,
+                    worker: &worker,
+                    store: store.as_ref(),
+                    client: &client,
+                    certificate: certificate.as_deref(),
+                };
                 reloaded.run().await;
             }
             ended = worker_task.join() => break ended,
@@ -297,6 +311,7 @@ struct Reload<'a> {
     file: &'a std::path::Path,
     live: &'a live::Shared,
     worker: &'a Worker,
+    store: &'a dyn Store,
     client: &'a reqwest::Client,
     certificate: Option<&'a tls::Certificate>,
 }
@@ -338,7 +353,7 @@ impl Reload<'_> {
         if let (Some(certificate), Some(tls)) = (self.certificate, &new.server.tls) {
             certificate.reload(tls).map_err(RunError::Tls)?;
         }
-        let lanes = connectors(&new, self.client)?;
+        let lanes = connectors(&new, self.client, self.store.locks())?;
         let live = live::Live::new(new)?;
         let mapper = live.mapper.clone();
         self.live.set(live);

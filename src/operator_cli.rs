@@ -98,6 +98,20 @@ pub enum OperatorCommand {
         #[arg(long)]
         participation: String,
     },
+    /// Copy a SQLite store into PostgreSQL (notifications, deliveries in every status, their
+    /// attempts, the hourly counts), to move to several instances. Stop `serve` first.
+    MigrateStore {
+        /// The SQLite store, e.g. sqlite:///var/lib/hookfan/hookfan.db (a relative path is
+        /// taken from the current folder).
+        #[arg(long)]
+        from: String,
+        /// The PostgreSQL database, e.g. postgres://hookfan@db.internal/hookfan.
+        #[arg(long)]
+        to: String,
+        /// Empty the target first if it holds anything (otherwise it is refused).
+        #[arg(long)]
+        replace: bool,
+    },
     /// Delete dead (and cancelled) deliveries older than a given age; delivered ones are
     /// purged hourly by `serve` after [storage] retention.
     Purge {
@@ -137,8 +151,8 @@ fn ago(d: Duration) -> i64 {
 }
 
 impl OperatorCommand {
-    fn config(&self) -> &ConfigArg {
-        match self {
+    fn config(&self) -> Option<&ConfigArg> {
+        Some(match self {
             OperatorCommand::Deliveries {
                 command: DeliveriesCommand::List { config, .. },
             }
@@ -150,12 +164,16 @@ impl OperatorCommand {
             | OperatorCommand::Stats { config, .. }
             | OperatorCommand::Forget { config, .. }
             | OperatorCommand::Purge { config, .. } => config,
-        }
+            OperatorCommand::MigrateStore { .. } => return None,
+        })
     }
 
     /// Loads the config, opens its store, and runs.
     pub fn run(self) -> ExitCode {
-        let config = match Config::load(&self.config().config) {
+        let Some(path) = self.config() else {
+            return self.run_without_config();
+        };
+        let config = match Config::load(&path.config) {
             Ok(c) => c,
             Err(e) => {
                 eprintln!("{e}");
@@ -271,6 +289,7 @@ impl OperatorCommand {
                     return Ok(ExitCode::FAILURE);
                 }
             }
+            OperatorCommand::MigrateStore { .. } => return Ok(self.run_without_config()),
             OperatorCommand::Purge {
                 dead,
                 cancelled,
@@ -289,5 +308,71 @@ impl OperatorCommand {
             }
         }
         Ok(ExitCode::SUCCESS)
+    }
+}
+
+impl OperatorCommand {
+    /// The commands that name their stores themselves.
+    fn run_without_config(self) -> ExitCode {
+        let OperatorCommand::MigrateStore { from, to, replace } = self else {
+            return ExitCode::FAILURE;
+        };
+        crate::block_on(migrate_store(from, to, replace)).unwrap_or(ExitCode::FAILURE)
+    }
+}
+
+/// `hookfan migrate-store`: SQLite → PostgreSQL.
+async fn migrate_store(from: String, to: String, replace: bool) -> ExitCode {
+    let shown = |url: &str| {
+        hookfan::config::Storage {
+            url: url.to_string(),
+            retention: Duration::ZERO,
+        }
+        .redacted_url()
+    };
+    let Some(file) = hookfan::store::sqlite_file(&from) else {
+        eprintln!(
+            "--from must be a SQLite store (sqlite://FILE), not {}",
+            shown(&from)
+        );
+        return ExitCode::FAILURE;
+    };
+    if !hookfan::store::postgres::is_postgres_url(&to) {
+        eprintln!(
+            "--to must be a PostgreSQL database (postgres://…), not {}",
+            shown(&to)
+        );
+        return ExitCode::FAILURE;
+    }
+    if !file.exists() {
+        eprintln!("no SQLite store at {}", file.display());
+        return ExitCode::FAILURE;
+    }
+    let source = match hookfan::store::SqliteStore::open(&file).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot open {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let target = match hookfan::store::PgStore::open(&to).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cannot open {}: {e}", shown(&to));
+            return ExitCode::FAILURE;
+        }
+    };
+    match hookfan::store::migrate::sqlite_to_postgres(&source, &target, replace).await {
+        Ok(copied) => {
+            print!(
+                "{}",
+                operate::copied_text(&copied, &file.display().to_string(), &shown(&to))
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nothing was copied: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

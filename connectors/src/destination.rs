@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::keypath::KeyPath;
 use crate::units::Rate;
-use crate::{ConfigIssue, Connector, ConnectorError};
+use crate::{ConfigIssue, Connector, ConnectorError, Locks};
 
 /// One template a destination renders for each record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,6 +74,19 @@ pub trait DestinationConfig: fmt::Debug + Send + Sync + 'static {
         client: &reqwest::Client,
         fields: &[String],
     ) -> Result<Arc<dyn Connector>, ConnectorError>;
+
+    /// [`DestinationConfig::build`] for a relay whose instances share one store: `locks` are
+    /// held across all of them. A type whose work must not interleave with another instance's
+    /// (Sheets' header row) overrides it; the others need nothing more.
+    fn build_shared(
+        &self,
+        client: &reqwest::Client,
+        fields: &[String],
+        locks: Arc<dyn Locks>,
+    ) -> Result<Arc<dyn Connector>, ConnectorError> {
+        let _ = locks;
+        self.build(client, fields)
+    }
 }
 
 /// A destination type: its config, and the `type = "…"` that names it.

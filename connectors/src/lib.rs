@@ -10,6 +10,7 @@
 //! - [`units`]: human durations (`"10s"`), sizes (`"1MiB"`) and rates (`"50/min"`).
 //! - [`outcome`]: the one table that turns an HTTP status or a transport error into an outcome.
 //! - [`pace`]: what a connector asks before each call, so a rate limit counts every call.
+//! - [`lock`]: locks held across the instances that share one store (Sheets' header row).
 //! - [`http`]: the shared reqwest client.
 //! - [`body`]: mapped fields → JSON object (dotted names nest) or form body.
 //! - [`webhook`], [`file`], [`sheets`], [`trello`]: one destination each.
@@ -19,6 +20,7 @@ pub mod destination;
 pub mod file;
 pub mod http;
 pub mod keypath;
+pub mod lock;
 pub mod outcome;
 pub mod pace;
 pub mod secret;
@@ -31,6 +33,7 @@ use std::sync::Arc;
 
 pub use destination::{DestinationConfig, DestinationType, Template};
 pub use keypath::{KeyPart, KeyPath};
+pub use lock::{Held, Locks};
 pub use outcome::{Attempt, Outcome};
 pub use pace::{Call, Pace};
 pub use secret::Secret;

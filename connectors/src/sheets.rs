@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::pace::{Pace, Unlimited};
 use crate::units::Rate;
-use crate::{Attempt, Connector, ConnectorError, Described, Outcome, Record};
+use crate::{Attempt, Connector, ConnectorError, Described, Locks, Outcome, Record};
 use api::{Api, Refused, Target};
 use auth::{KeyStamp, Tokens};
 pub use config::{Columns, DEFAULT_API_BASE, SheetsConfig, ValueInput};
@@ -63,6 +63,9 @@ pub struct Sheets {
     tokens: Mutex<Option<(Arc<Tokens>, Option<KeyStamp>)>>,
     /// Held while row 1 is read or extended, so two batches never add the same column.
     header: Mutex<Option<CachedHeader>>,
+    /// Held across instances while row 1 is extended, when instances share a store: see
+    /// [`Sheets::columns`].
+    locks: Option<Arc<dyn Locks>>,
 }
 
 impl Sheets {
@@ -83,7 +86,14 @@ impl Sheets {
             fields: Vec::new(),
             tokens: Mutex::new(None),
             header: Mutex::new(None),
+            locks: None,
         })
+    }
+
+    /// Extends row 1 under a lock every instance sharing the store honours.
+    pub fn with_locks(mut self, locks: Arc<dyn Locks>) -> Self {
+        self.locks = Some(locks);
+        self
     }
 
     /// The destination's field names, in config order; `check` reports where each one goes.
@@ -200,6 +210,13 @@ impl Sheets {
     /// Each header cell's column for `fields`. Row 1 is read when the copy is older than
     /// [`HEADER_TTL`], and also before acting on a copy that lacks a field (someone may have added
     /// the column since); the header cells the fields need are written first.
+    ///
+    /// Within one process the `header` mutex keeps two batches from adding the same column.
+    /// Instances sharing a store (PostgreSQL) extend row 1 under a lock they all honour, and
+    /// read row 1 again once they hold it: the cells another instance added meanwhile are then
+    /// seen, so none is added twice and none is written over. (Reading again after writing
+    /// could not do that: Sheets has no conditional write, so two instances could each write
+    /// the same free cell, each read its own value back, and one name would be lost.)
     async fn columns(
         &self,
         tokens: &Tokens,
@@ -221,17 +238,50 @@ impl Sheets {
                 break (plan, read_at);
             }
         };
-        if let Some((first, names)) = &plan.write {
-            // On failure nothing is cached: row 1 is read again next time.
-            self.write_header(tokens, pace, *first, names).await?;
-            tracing::info!(sheet = %self.config.sheet, first_column = %column_letter(*first), added = names.len(), "google_sheets: wrote header cells");
-        }
+        let (plan, read_at) = match (&plan.write, &self.locks) {
+            (Some(_), Some(locks)) => {
+                let key = format!(
+                    "google-sheets-header:{}:{}",
+                    self.config.spreadsheet_id, self.config.sheet
+                );
+                let held = locks.lock(&key).await.map_err(|e| {
+                    Refused::retry(format!("cannot take the header lock instances share: {e}"))
+                })?;
+                // Row 1 as it is now that no other instance is extending it.
+                let header = self.read_header(tokens, pace).await?;
+                let read_at = Instant::now();
+                let plan = layout::plan_header(&header, fields, self.config.add_missing_columns);
+                let written = self.write_planned(tokens, pace, &plan).await;
+                held.release().await;
+                written?;
+                (plan, read_at)
+            }
+            _ => {
+                self.write_planned(tokens, pace, &plan).await?;
+                (plan, read_at)
+            }
+        };
         let columns = layout::column_map(&plan.header);
         *cache = Some(CachedHeader {
             cells: plan.header,
             read_at,
         });
         Ok(columns)
+    }
+
+    /// Writes the header cells `plan` adds, if any. On failure nothing is cached: row 1 is read
+    /// again next time.
+    async fn write_planned(
+        &self,
+        tokens: &Tokens,
+        pace: &dyn Pace,
+        plan: &layout::HeaderPlan,
+    ) -> Result<(), Refused> {
+        if let Some((first, names)) = &plan.write {
+            self.write_header(tokens, pace, *first, names).await?;
+            tracing::info!(sheet = %self.config.sheet, first_column = %column_letter(*first), added = names.len(), "google_sheets: wrote header cells");
+        }
+        Ok(())
     }
 
     /// Drops the copy of row 1 (Google reported a range problem).

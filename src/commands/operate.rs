@@ -66,3 +66,26 @@ pub fn forgotten_text(f: &Forgotten, participation: &str) -> String {
 pub fn purged_text(n: u64) -> String {
     format!("purged {}\n", deliveries(n))
 }
+
+/// `copied 3 notifications, 5 deliveries (4 delivered, 1 dead), 6 attempts and 2 hourly counts
+/// from FILE to URL`.
+pub fn copied_text(c: &crate::store::migrate::Copied, from: &str, to: &str) -> String {
+    let plural = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    let statuses: Vec<String> = c
+        .by_status
+        .iter()
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    format!(
+        "copied {}, {}{}, {} and {}\nfrom {from}\nto {to}\n",
+        plural(c.notifications, "notification", "notifications"),
+        deliveries(c.deliveries),
+        if statuses.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", statuses.join(", "))
+        },
+        plural(c.attempts, "attempt", "attempts"),
+        plural(c.hourly_counts, "hourly count", "hourly counts"),
+    )
+}

@@ -244,6 +244,20 @@ impl Destination {
         let names: Vec<String> = self.fields.iter().map(|(n, _)| n.clone()).collect();
         self.kind.build(client, &names)
     }
+
+    /// Its connector in a relay whose store is shared by several instances: `locks` are held
+    /// across all of them (`None`: one instance, no lock needed).
+    pub fn connector_shared(
+        &self,
+        client: &reqwest::Client,
+        locks: Option<Arc<dyn hookfan_connectors::Locks>>,
+    ) -> Result<Arc<dyn Connector>, ConnectorError> {
+        let Some(locks) = locks else {
+            return self.connector(client);
+        };
+        let names: Vec<String> = self.fields.iter().map(|(n, _)| n.clone()).collect();
+        self.kind.build_shared(client, &names, locks)
+    }
 }
 
 impl Config {

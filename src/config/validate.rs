@@ -205,11 +205,18 @@ impl<'a> Validator<'a> {
                 None => format!("sqlite://{}", resolved.display()),
             }
         } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            // Caught here rather than at `serve`, so `check` never calls valid what cannot run.
-            self.problem(
-                &path.key("url"),
-                "PostgreSQL storage is not built yet: use \"sqlite://FILE\"",
-            );
+            // Read as the store will read it, so `check` never calls valid what cannot connect;
+            // the message never repeats the URL, which may hold a password.
+            if let Err(e) = url.parse::<sqlx::postgres::PgConnectOptions>() {
+                let why = match e {
+                    sqlx::Error::Configuration(e) => e.to_string(),
+                    _ => "not a PostgreSQL URL".into(),
+                };
+                self.problem(
+                    &path.key("url"),
+                    format!("not a valid PostgreSQL URL ({why}): e.g. \"postgres://hookfan:${{PGPASSWORD}}@db.internal/hookfan\""),
+                );
+            }
             url
         } else {
             self.problem(

@@ -1,7 +1,9 @@
 //! Durable state: accepted notifications, their deliveries, and every attempt. The ingress,
 //! worker, CLI and admin all go through [`Store`].
 
+pub mod migrate;
 pub mod model;
+pub mod postgres;
 mod sqlite;
 
 use std::sync::Arc;
@@ -12,6 +14,7 @@ pub use model::{
     Filter, Forgotten, HourCount, Incoming, Next, NotificationRow, Replayed, Selection, Status,
     UnknownWord, now_ms,
 };
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +33,12 @@ pub enum StoreError {
     Busy(String),
     #[error("the store is inconsistent: {0}")]
     Inconsistent(String),
+    /// The database could not be reached for a group of accepts (each of them is told).
+    #[error("the database cannot be reached: {0}")]
+    Unreachable(String),
+    /// The database answered something a correct store never would.
+    #[error("unexpected answer from the database: {0}")]
+    Unexpected(String),
 }
 
 /// The seam every storage backend implements. A `2xx` to Qualifio follows only a successful
@@ -106,6 +115,18 @@ pub trait Store: Send + Sync {
     /// before `before`, and notifications left without deliveries. Returns how many deliveries
     /// went.
     async fn purge(&self, statuses: &[Status], before: i64) -> Result<u64, StoreError>;
+
+    /// Who keeps the worker's rate windows and 429 pauses: this process (one instance), or
+    /// the database every instance shares.
+    fn limiters(&self) -> Arc<dyn crate::worker::rate::Limiters> {
+        Arc::new(crate::worker::rate::InProcess)
+    }
+
+    /// Locks every instance sharing this store honours; `None` when only one instance can
+    /// use it.
+    fn locks(&self) -> Option<Arc<dyn hookfan_connectors::Locks>> {
+        None
+    }
 }
 
 /// The database file of a `sqlite://FILE[?…]` URL.
@@ -115,12 +136,16 @@ pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     Some(rest.split('?').next().unwrap_or(rest).into())
 }
 
-/// Opens the store a `[storage] url` names, creating and migrating it as needed.
+/// Opens the store a `[storage] url` names (`sqlite://FILE` or `postgres://…`), creating and
+/// migrating it as needed.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if let Some(file) = sqlite_file(url) {
         return Ok(Arc::new(SqliteStore::open(&file).await?));
     }
+    if postgres::is_postgres_url(url) {
+        return Ok(Arc::new(PgStore::open(url).await?));
+    }
     Err(StoreError::Unsupported(
-        "only sqlite:// storage is available in this build".into(),
+        "the storage url must start with sqlite:// or postgres://".into(),
     ))
 }

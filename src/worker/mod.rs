@@ -54,8 +54,8 @@ pub struct Lane {
     /// Ingress and finished attempts ring this when something may be due.
     wake: Notify,
     slots: Arc<Semaphore>,
-    /// Shared by every lane with the same rate key.
-    gate: rate::Gate,
+    /// Shared by every lane with the same rate key (and, on PostgreSQL, every instance).
+    gate: Arc<dyn rate::Limiter>,
     /// A reload that replaces or removes the destination retires its lane: it stops claiming,
     /// and attempts it started finish on their own.
     retire: Trigger,
@@ -130,14 +130,19 @@ impl Recording {
 
 impl Drop for Recorded<'_> {
     fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+        if self
+            .0
+            .count
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst)
+            == 1
+        {
             self.0.idle.notify_waiters();
         }
     }
 }
 
 /// Each rate key's rate and gate.
-type Gates = HashMap<String, (Option<Rate>, rate::Gate)>;
+type Gates = HashMap<String, (Option<Rate>, Arc<dyn rate::Limiter>)>;
 
 /// A destination and its connector, ready for a lane.
 pub type Ready = (Destination, Arc<dyn Connector>);
@@ -199,12 +204,22 @@ impl Worker {
             }
         }
         {
+            // The store says who keeps each window: this process, or every instance together.
+            let limiters = self.store.limiters();
             let mut gates = locked(&self.gates);
             let old = std::mem::take(&mut *gates);
             for (key, rate) in rates {
                 let gate = match old.get(&key) {
                     Some((r, g)) if *r == rate => g.clone(),
-                    _ => rate::Gate::new(rate),
+                    _ => {
+                        let longest = rate::longest_call(
+                            destinations
+                                .iter()
+                                .filter(|(d, _)| d.rate_key() == key)
+                                .map(|(_, c)| c.timeout()),
+                        );
+                        limiters.gate(&key, rate, longest)
+                    }
                 };
                 gates.insert(key, (rate, gate));
             }
@@ -230,10 +245,12 @@ impl Worker {
                 Some(_) => applied.changed.push(name.clone()),
                 None => applied.added.push(name.clone()),
             }
-            let gate = locked(&self.gates)
+            let Some(gate) = locked(&self.gates)
                 .get(&destination.rate_key())
                 .map(|(_, g)| g.clone())
-                .unwrap_or_else(|| rate::Gate::new(destination.effective_rate_limit()));
+            else {
+                continue; // every key was given a gate above
+            };
             let (retire, own) = crate::shutdown::channel();
             let lane = Arc::new(Lane {
                 slots: Arc::new(Semaphore::new(destination.concurrency)),
@@ -345,7 +362,9 @@ impl Worker {
     /// Lease length: long enough for the slowest attempt, short enough that a crash is
     /// recovered from quickly.
     fn lease(lane: &Lane) -> Duration {
-        Duration::from_secs(60).max(lane.connector.timeout() * 2 + Duration::from_secs(15))
+        fault::lease().unwrap_or_else(|| {
+            Duration::from_secs(60).max(lane.connector.timeout() * 2 + Duration::from_secs(15))
+        })
     }
 
     async fn lane_loop(self, lane: Arc<Lane>, mut shutdown: Shutdown) {
@@ -382,7 +401,7 @@ impl Worker {
                 let Ok(p) = lane.slots.clone().try_acquire_owned() else {
                     break;
                 };
-                let Some(c) = lane.gate.try_call() else {
+                let Some(c) = lane.gate.try_call().await else {
                     break;
                 };
                 more.push((p, c));
@@ -520,7 +539,7 @@ impl Worker {
         }
         let mut unsent = Vec::new();
         if !records.is_empty() {
-            let pace = Prepaid::new(call, &lane.gate);
+            let pace = Prepaid::new(call, lane.gate.as_ref());
             let mut results = self.deliver(lane, &records, &pace).await;
             drop(pace);
             let duration_ms = i64::try_from(clock.elapsed().as_millis()).unwrap_or(i64::MAX);
@@ -531,7 +550,7 @@ impl Worker {
                 ))
             });
             let throttled = results.iter().any(|a| a.status == Some(429));
-            lane.gate.throttled(throttled, Instant::now());
+            lane.gate.throttled(throttled).await;
             for (c, attempt) in sent.iter().zip(results) {
                 if attempt.outcome == Outcome::Unsent {
                     unsent.push((c.delivery_id, c.lease.clone()));

@@ -2,12 +2,28 @@
 //! `count/per` allows at most `count` calls in any window of length `per`, and three 429s in a
 //! row pause every call for a while.
 //!
-//! The window is a log of the last `count` calls. A call is counted from when it is allowed
-//! until it ends (its answer is in), and the next call `count` places later may start only
-//! `per` after that end. So however long a request takes on the wire, the destination never
-//! sees more than `count` of them arrive within any `per`.
+//! # The rule
+//!
+//! A call counts against the window from when it is allowed until `per` after its end (its
+//! answer is in), and for as long as it is in flight. A call may start when fewer than `count`
+//! calls count ([`admit`]). So however long a request takes on the wire, the destination never
+//! sees more than `count` of them arrive within any `per`: take the calls that arrive within one
+//! window; each was allowed before the window's end and ends after its start, so at the moment
+//! the last of them was allowed every one of them counted, and that one was allowed only because
+//! fewer than `count` did.
+//!
+//! # Who keeps the window
+//!
+//! The worker asks the store for its gates ([`crate::store::Store::limiters`]): one [`Limiter`]
+//! per rate key, which the lanes of every destination with that key share.
+//! - One instance (SQLite): [`Gate`], the calls in memory.
+//! - Several instances (PostgreSQL): `store::postgres::rate`, the calls in a table that every
+//!   instance reads and writes under one row lock per key, with the database's clock.
+//!
+//! Both apply [`admit`] to their list of calls, and the same pause ([`PAUSE_AFTER_429S`],
+//! [`PAUSE`]), so the limit means the same on one instance as on many.
 
-use std::collections::VecDeque;
+use std::ops::{Add, Sub};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -20,6 +36,78 @@ use tokio::time::Instant;
 pub const PAUSE_AFTER_429S: u32 = 3;
 pub const PAUSE: Duration = Duration::from_secs(10);
 
+/// The pace of one rate key: the window, and the pause after 429s.
+#[async_trait::async_trait]
+pub trait Limiter: Pace {
+    /// Notes whether the destination throttled the last calls (HTTP 429): [`PAUSE_AFTER_429S`]
+    /// in a row pause every call of the key for [`PAUSE`].
+    async fn throttled(&self, yes: bool);
+
+    /// A call now if the window and any pause allow it, without waiting for one.
+    async fn try_call(&self) -> Option<Call>;
+}
+
+/// Where a worker's gates come from: one per rate key.
+pub trait Limiters: Send + Sync {
+    /// The gate of `key` at `rate` (`None`: no window, only the pause). `longest_call` bounds
+    /// one call: a call whose end is never heard of (its process died) counts as ended then.
+    fn gate(&self, key: &str, rate: Option<Rate>, longest_call: Duration) -> Arc<dyn Limiter>;
+}
+
+/// Gates in this process's memory: enough for one instance.
+pub struct InProcess;
+
+impl Limiters for InProcess {
+    fn gate(&self, _key: &str, rate: Option<Rate>, _longest_call: Duration) -> Arc<dyn Limiter> {
+        Arc::new(Gate::new(rate))
+    }
+}
+
+/// How long one call may last, from the timeouts of the destinations sharing a key: the
+/// worker gives up on a delivery 5 s after its connector's timeout.
+pub fn longest_call(timeouts: impl Iterator<Item = Duration>) -> Duration {
+    timeouts.max().unwrap_or(Duration::from_secs(60)) + Duration::from_secs(5)
+}
+
+/// Why a call cannot start yet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Wait {
+    For(Duration),
+    /// Until a call in flight ends.
+    InFlight,
+}
+
+/// [The rule](self): whether a call may start at `now`, given the ends of the calls allowed
+/// before it (`None` while in flight). Calls that no longer count may be left out or not.
+/// `T` is an instant on whichever clock keeps the window.
+pub fn admit<T>(rate: Rate, now: T, ends: impl IntoIterator<Item = Option<T>>) -> Result<(), Wait>
+where
+    T: Copy + Ord + Add<Duration, Output = T> + Sub<T, Output = Duration>,
+{
+    let count = usize::try_from(rate.count).unwrap_or(usize::MAX).max(1);
+    let mut counted = 0usize;
+    // When the soonest of the ended calls that still count stops counting.
+    let mut soonest: Option<T> = None;
+    for end in ends {
+        match end {
+            None => counted += 1,
+            Some(end) if end + rate.per > now => {
+                counted += 1;
+                let free = end + rate.per;
+                soonest = Some(soonest.map_or(free, |s| s.min(free)));
+            }
+            Some(_) => {}
+        }
+    }
+    if counted < count {
+        return Ok(());
+    }
+    match soonest {
+        Some(at) => Err(Wait::For(at - now)),
+        None => Err(Wait::InFlight),
+    }
+}
+
 /// One call in the window.
 #[derive(Debug)]
 struct Slot {
@@ -30,19 +118,11 @@ struct Slot {
 
 #[derive(Debug, Default)]
 struct State {
-    /// The last `count` calls, in the order they were allowed.
-    log: VecDeque<Slot>,
+    /// The calls that may still count, in the order they were allowed.
+    log: Vec<Slot>,
     next_id: u64,
     throttled_in_a_row: u32,
     paused_until: Option<Instant>,
-}
-
-/// Why a call cannot start yet.
-#[derive(Debug, PartialEq, Eq)]
-enum Wait {
-    For(Duration),
-    /// Until a call in flight ends.
-    InFlight,
 }
 
 #[derive(Debug)]
@@ -53,7 +133,7 @@ struct Inner {
     changed: Notify,
 }
 
-/// The pace of one rate key; cheap to clone.
+/// The pace of one rate key in this process; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Gate(Arc<Inner>);
 
@@ -83,21 +163,14 @@ impl Gate {
         let Some(rate) = self.0.rate else {
             return Ok(None);
         };
-        let count = usize::try_from(rate.count).unwrap_or(usize::MAX).max(1);
-        if state.log.len() >= count {
-            match state.log.front().map(|s| s.ended) {
-                Some(None) => return Err(Wait::InFlight),
-                Some(Some(ended)) if now < ended + rate.per => {
-                    return Err(Wait::For(ended + rate.per - now));
-                }
-                _ => {
-                    state.log.pop_front();
-                }
-            }
-        }
+        // Calls that stopped counting are forgotten, so the log holds at most `count` ended ones.
+        state
+            .log
+            .retain(|s| s.ended.is_none_or(|end| end + rate.per > now));
+        admit(rate, now, state.log.iter().map(|s| s.ended))?;
         let id = state.next_id;
         state.next_id += 1;
-        state.log.push_back(Slot { id, ended: None });
+        state.log.push(Slot { id, ended: None });
         Ok(Some(id))
     }
 
@@ -117,7 +190,7 @@ impl Gate {
     }
 
     /// Notes whether the destination throttled the last calls (HTTP 429).
-    pub fn throttled(&self, yes: bool, now: Instant) {
+    pub fn note_throttled(&self, yes: bool, now: Instant) {
         let mut state = self.state();
         if !yes {
             state.throttled_in_a_row = 0;
@@ -132,9 +205,13 @@ impl Gate {
     }
 }
 
-impl Gate {
-    /// A call now if the window and any pause allow it, without waiting.
-    pub fn try_call(&self) -> Option<Call> {
+#[async_trait::async_trait]
+impl Limiter for Gate {
+    async fn throttled(&self, yes: bool) {
+        self.note_throttled(yes, Instant::now());
+    }
+
+    async fn try_call(&self) -> Option<Call> {
         match self.try_start(Instant::now()) {
             Ok(None) => Some(Call::free()),
             Ok(Some(id)) => {
@@ -223,13 +300,13 @@ mod tests {
     fn three_429s_in_a_row_pause_even_without_a_rate() {
         let g = Gate::new(None);
         let t0 = Instant::now();
-        g.throttled(true, t0);
-        g.throttled(true, t0);
-        g.throttled(false, t0);
-        g.throttled(true, t0);
-        g.throttled(true, t0);
+        g.note_throttled(true, t0);
+        g.note_throttled(true, t0);
+        g.note_throttled(false, t0);
+        g.note_throttled(true, t0);
+        g.note_throttled(true, t0);
         assert_eq!(g.try_start(t0), Ok(None), "the run was broken by a success");
-        g.throttled(true, t0);
+        g.note_throttled(true, t0);
         assert_eq!(g.try_start(t0), Err(Wait::For(PAUSE)));
         assert_eq!(g.try_start(t0 + PAUSE), Ok(None));
     }

@@ -123,6 +123,71 @@ async fn check_and_serve_name_a_removed_destination_that_still_has_work() {
     assert_eq!(line["pending"], 2);
 }
 
+#[tokio::test]
+async fn check_accepts_postgres_reads_its_stranded_work_and_never_shows_the_password() {
+    let Some(schema) = crate::backends::PgSchema::create().await else {
+        return;
+    };
+    // The test server trusts local connections, so any password does; it must never show.
+    let mut url = url::Url::parse(&schema.url).unwrap();
+    url.set_password(Some("pg-secret-pw")).unwrap();
+    let store = hookfan::store::open(url.as_str()).await.unwrap();
+    store
+        .accept(crate::support::incoming(
+            crate::support::v2_with_id("pg-stranded"),
+            &["old_crm"],
+        ))
+        .await
+        .unwrap();
+    let (_dir, path) = config_file(&format!(
+        "[storage]\nurl = \"{url}\"\n{}[destinations.archive]\ntype = \"file\"\npath = \"a.jsonl\"\n",
+        crate::support::OPEN_SOURCE
+    ));
+    let out = run(&mut hookfan(&["check", "--config", path.to_str().unwrap()]));
+    assert_exit(&out, 0);
+    let text = stdout(&out) + &stderr(&out);
+    assert!(text.contains("storage postgres://postgres:***@"), "{text}");
+    assert!(
+        text.contains("old_crm          1 pending delivery"),
+        "{text}"
+    );
+    assert!(!text.contains("pg-secret-pw"), "{text}");
+}
+
+#[tokio::test]
+async fn the_deploy_config_is_valid_and_every_file_compose_mounts_is_there() {
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let compose = std::fs::read_to_string(deploy.join("compose.yaml")).unwrap();
+    let mounted: Vec<&str> = compose
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- ./"))
+        .filter_map(|l| l.split(':').next())
+        .collect();
+    assert_eq!(mounted, ["hookfan.toml", "Caddyfile"]);
+    for file in mounted.iter().chain(&["Dockerfile", "env.example"]) {
+        assert!(deploy.join(file).is_file(), "deploy/{file} is missing");
+    }
+    // The instances' config, with the environment compose gives them.
+    let schema = crate::backends::PgSchema::create().await;
+    let database = schema.as_ref().map_or(
+        "postgres://hookfan:pw@127.0.0.1:1/hookfan".to_string(),
+        |s| s.url.clone(),
+    );
+    let out = run(hookfan(&["check", "--config", "deploy/hookfan.toml"])
+        .env("HOOKFAN_DATABASE_URL", &database)
+        .env("HOOKFAN_PASSWORD", "deploy-password")
+        .env("HOOKFAN_ADMIN_TOKEN", "0123456789abcdef0123456789abcdef")
+        .env("CRM_URL", "https://crm.example.com/in")
+        .env("CRM_TOKEN", "crm-token"));
+    assert_exit(&out, 0);
+    let text = stdout(&out);
+    assert!(
+        text.contains("listen 0.0.0.0:8080, storage postgres://"),
+        "{text}"
+    );
+    assert!(text.contains("rate limit: 50/10s"), "{text}");
+}
+
 #[test]
 fn gen_secret_prints_a_fresh_32_byte_token_each_time() {
     let one = stdout(&run(&mut hookfan(&["gen-secret"])));

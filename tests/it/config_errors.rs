@@ -826,18 +826,19 @@ fn a_database_password_never_shows() {
 }
 
 #[test]
-fn postgres_storage_is_refused_until_it_is_built() {
+fn postgres_storage_is_accepted_and_a_broken_url_is_named_without_its_password() {
+    let url = "postgres://hookfan:pw-1234@db.internal:5432/hookfan?sslmode=require";
+    let config = load(&format!("[storage]\nurl = \"{url}\"\n{SOURCE}"));
+    assert_eq!(config.storage.url, url, "kept as written");
     let p = problem(&format!(
-        "[storage]\nurl = \"postgres://hookfan:pw@db/hookfan\"\n{SOURCE}"
+        "[storage]\nurl = \"postgres://hookfan:pw-1234@db.internal:port/hookfan\"\n{SOURCE}"
     ));
-    assert_at(
-        &p,
-        2,
-        1,
-        "storage.url",
-        &["PostgreSQL storage is not built yet"],
-    );
-    assert!(!p.to_string().contains("pw@"), "{p}");
+    assert_at(&p, 2, 1, "storage.url", &["not a valid PostgreSQL URL"]);
+    assert!(!p.to_string().contains("pw-1234"), "{p}");
+    let p = problem(&format!(
+        "[storage]\nurl = \"mysql://hookfan@db/hookfan\"\n{SOURCE}"
+    ));
+    assert_at(&p, 2, 1, "storage.url", &["sqlite://", "postgres://"]);
 }
 
 #[test]

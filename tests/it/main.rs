@@ -3,11 +3,13 @@
 // Test code: a panic is a failed test, which is the point.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod backends;
 mod cli;
 mod config_errors;
 mod delivery;
 mod fakes;
 mod ingress;
+mod instances;
 mod mapping;
 mod operators;
 mod page;

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use hookfan::store::{SqliteStore, Status, Store};
+use std::sync::Arc;
+
+use hookfan::store::{Status, Store};
 use serde_json::{Value, json};
 
 use crate::fakes::crm::{FakeCrm, Reply};
@@ -26,6 +28,11 @@ struct Scene {
 
 impl Scene {
     async fn start() -> Scene {
+        Scene::on(None).await
+    }
+
+    /// The scene with its store at `storage` (a PostgreSQL URL), else SQLite beside the config.
+    async fn on(storage: Option<&str>) -> Scene {
         let (ok, flaky, refuse) = (
             FakeCrm::start().await,
             FakeCrm::start().await,
@@ -39,8 +46,11 @@ impl Scene {
                 crm.url("/in")
             )
         };
+        let storage = storage
+            .map(|url| format!("[storage]\nurl = \"{url}\"\n\n"))
+            .unwrap_or_default();
         let config = format!(
-            "[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n\n{}",
+            "{storage}[admin]\nlisten = \"127.0.0.1:0\"\ntoken = \"{ADMIN_TOKEN}\"\n\n{}",
             crate::support::config(&format!(
                 "{}{}{}",
                 destination("ok", &ok),
@@ -61,8 +71,10 @@ impl Scene {
         self.relay.dir.path().join("hookfan.toml")
     }
 
-    async fn store(&self) -> SqliteStore {
-        self.relay.store().await
+    /// A second handle on the relay's store, whichever it is.
+    async fn store(&self) -> Arc<dyn Store> {
+        let config = hookfan::config::Config::load(&self.config()).unwrap();
+        hookfan::store::open(&config.storage.url).await.unwrap()
     }
 
     /// Posts a participation and waits until each destination has dealt with it.
@@ -80,7 +92,7 @@ impl Scene {
                 participation_id: Some(id.clone()),
                 ..for_destination(name)
             };
-            wait_deliveries(&store, filter, status, 1, WAIT).await;
+            wait_deliveries(store.as_ref(), filter, status, 1, WAIT).await;
         }
     }
 
@@ -143,7 +155,7 @@ fn exit(o: &Output, code: i32) {
 }
 
 /// The id of `destination`'s delivery of participation `p`.
-async fn delivery_of(store: &SqliteStore, destination: &str, p: &str) -> i64 {
+async fn delivery_of(store: &dyn Store, destination: &str, p: &str) -> i64 {
     store
         .list(&hookfan::store::Filter {
             participation_id: Some(p.into()),
@@ -221,7 +233,7 @@ async fn an_operator_finds_a_participation_and_reads_why_it_failed() {
 
     // The detail: what was received, what would be sent now, and each attempt with the answer.
     let store = s.store().await;
-    let dead = delivery_of(&store, "refuse", "find-1").await;
+    let dead = delivery_of(store.as_ref(), "refuse", "find-1").await;
     let o = s.cli(&["deliveries", "show", &dead.to_string()]).await;
     exit(&o, 0);
     let text = out(&o);
@@ -262,7 +274,7 @@ async fn a_replay_brings_a_dead_delivery_back_to_its_destination() {
     let s = Scene::start().await;
     s.post(v2_with_id("replay-1")).await;
     let store = s.store().await;
-    let dead = delivery_of(&store, "refuse", "replay-1").await;
+    let dead = delivery_of(store.as_ref(), "refuse", "replay-1").await;
 
     // The CRM was fixed: a replay sends it again, and it lands.
     s.refuse.set_default(Reply::status(200));
@@ -270,7 +282,7 @@ async fn a_replay_brings_a_dead_delivery_back_to_its_destination() {
     exit(&o, 0);
     assert_eq!(out(&o), "replayed 1 delivery\n");
     let rows = wait_deliveries(
-        &store,
+        store.as_ref(),
         for_destination("refuse"),
         Status::Delivered,
         1,
@@ -279,7 +291,7 @@ async fn a_replay_brings_a_dead_delivery_back_to_its_destination() {
     .await;
     assert_eq!(rows[0].id, dead);
     assert_eq!(
-        crate::support::attempt_summary(&store, dead).await,
+        crate::support::attempt_summary(store.as_ref(), dead).await,
         [(1, "dead", Some(400)), (2, "delivered", Some(200))]
     );
     assert_eq!(s.refuse.received().len(), 2);
@@ -306,7 +318,7 @@ async fn a_replay_brings_a_dead_delivery_back_to_its_destination() {
     exit(&o, 0);
     assert_eq!(out(&o), "replayed 1 delivery\n");
     wait_deliveries(
-        &store,
+        store.as_ref(),
         for_destination("refuse"),
         Status::Delivered,
         2,
@@ -330,7 +342,7 @@ async fn cancelled_work_stays_in_the_log_and_never_goes_out() {
         out(&o)
     );
     let store = s.store().await;
-    let id = delivery_of(&store, "flaky", "cancel-1").await;
+    let id = delivery_of(store.as_ref(), "flaky", "cancel-1").await;
     let (row, attempts) = store.show(id).await.unwrap().unwrap();
     assert_eq!((row.status, attempts.len()), (Status::Cancelled, 1));
     // Even made due at once, nothing claims it.
@@ -623,4 +635,238 @@ async fn dead_work_stays_until_purged_by_hand_and_only_old_rows_go() {
     exit(&s.cli(&["purge", "--older-than", "1d"]).await, 2);
     assert_eq!(s.ok.received().len(), 1);
     s.relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_an_operator_finds_replays_cancels_erases_and_purges() {
+    let Some(schema) = crate::backends::PgSchema::create().await else {
+        return;
+    };
+    let s = Scene::on(Some(&schema.url)).await;
+    s.post(v2_with_id("pg-1")).await;
+    s.post(v2_with_id("pg-erase").replace("amelie.dupont@example.org", "pg.erase@example.org"))
+        .await;
+
+    // Find and read: the same table and detail as on SQLite.
+    let o = s
+        .cli(&["deliveries", "list", "--participation", "pg-1"])
+        .await;
+    exit(&o, 0);
+    let table = out(&o);
+    assert_eq!(table.lines().count(), 4, "{table}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("refuse") && l.contains("dead")),
+        "{table}"
+    );
+    let store = s.store().await;
+    let dead = delivery_of(store.as_ref(), "refuse", "pg-1").await;
+    let o = s.cli(&["deliveries", "show", &dead.to_string()]).await;
+    exit(&o, 0);
+    assert!(
+        out(&o).contains("answer: {\"error\":\"email is invalid\"}"),
+        "{}",
+        out(&o)
+    );
+
+    // Replay once the CRM is fixed.
+    s.refuse.set_default(Reply::status(200));
+    let o = s.cli(&["replay", &dead.to_string()]).await;
+    exit(&o, 0);
+    assert_eq!(out(&o), "replayed 1 delivery\n");
+    wait_deliveries(
+        store.as_ref(),
+        hookfan::store::Filter {
+            participation_id: Some("pg-1".into()),
+            ..for_destination("refuse")
+        },
+        Status::Delivered,
+        1,
+        WAIT,
+    )
+    .await;
+    assert_eq!(
+        crate::support::attempt_summary(store.as_ref(), dead).await,
+        [(1, "dead", Some(400)), (2, "delivered", Some(200))]
+    );
+
+    // Stats, from the CLI and the API, with the hourly counts behind the page's charts.
+    let o = s.cli(&["stats", "--json"]).await;
+    exit(&o, 0);
+    let stats: Value = serde_json::from_str(&out(&o)).unwrap();
+    let flaky = stats
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["destination"] == "flaky")
+        .unwrap();
+    assert_eq!(
+        (&flaky["counts"]["retrying"], &flaky["health"]),
+        (&json!(2), &json!("failing"))
+    );
+    let (status, api) = s.api_get("/api/stats").await;
+    assert_eq!((status, api.as_array().unwrap().len()), (200, 3));
+    let hours = store.hourly(0).await.unwrap();
+    let ok = hours.iter().find(|h| h.destination == "ok").unwrap();
+    assert_eq!((ok.delivered, ok.failed), (2, 0));
+
+    // Cancel what should never go out.
+    let o = s.cli(&["cancel", "--destination", "flaky"]).await;
+    exit(&o, 0);
+    assert!(
+        out(&o).starts_with("cancelled 2 deliveries to flaky"),
+        "{}",
+        out(&o)
+    );
+
+    // Erase a participant: nothing of it is left in any table; the counts stay.
+    let o = s.cli(&["forget", "--participation", "pg-erase"]).await;
+    exit(&o, 0);
+    assert_eq!(
+        out(&o),
+        "erased participation pg-erase: 1 notification, 3 deliveries, 3 attempts (anonymous hourly counts kept)\n"
+    );
+    let mut conn = schema.connect().await;
+    for table in ["notifications", "deliveries", "attempts"] {
+        let left: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) FROM {table} t WHERE t::text LIKE '%pg-erase%' OR t::text LIKE '%pg.erase%'"
+        )))
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert_eq!(left, 0, "{table}");
+    }
+    assert_eq!(store.hourly(0).await.unwrap(), hours);
+
+    // Purge dead and cancelled work by hand.
+    let o = s
+        .cli(&["purge", "--dead", "--cancelled", "--older-than", "0s"])
+        .await;
+    exit(&o, 0);
+    assert_eq!(out(&o), "purged 1 delivery\n");
+    let left: Vec<(String, Status)> = store
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.destination, r.status))
+        .collect();
+    assert_eq!(
+        left,
+        [
+            ("refuse".into(), Status::Delivered),
+            ("ok".into(), Status::Delivered)
+        ]
+    );
+    s.relay.stop().await;
+}
+
+/// `hookfan migrate-store ARGS`, its output.
+async fn migrate_store(args: &[&str]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_hookfan"));
+    cmd.arg("migrate-store").args(args);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+/// Everything the delivery log shows of a store: each delivery with its attempts, the stats
+/// and the hourly counts.
+async fn everything(store: &dyn Store) -> Value {
+    let mut deliveries = Vec::new();
+    for row in store
+        .list(&hookfan::store::Filter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+    {
+        let (_, attempts) = store.show(row.id).await.unwrap().unwrap();
+        let notification = store.notification(row.notification_id).await.unwrap();
+        deliveries.push(json!({"row": row, "attempts": attempts, "notification": notification}));
+    }
+    json!({
+        "deliveries": deliveries,
+        "stats": store.stats(0).await.unwrap(),
+        "hourly": store.hourly(0).await.unwrap(),
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_store_moves_a_sqlite_relay_to_postgres_without_losing_work_or_history() {
+    let Some(schema) = crate::backends::PgSchema::create().await else {
+        return;
+    };
+    let s = Scene::start().await;
+    s.post(v2_with_id("move-1")).await;
+    s.post(v2_with_id("move-2")).await;
+    let from = format!("sqlite://{}", s.relay.db().display());
+    let sqlite = s.store().await;
+    let _keep = s.relay.dir.clone();
+    s.relay.stop().await;
+    let before = everything(sqlite.as_ref()).await;
+
+    let o = migrate_store(&["--from", &from, "--to", &schema.url]).await;
+    exit(&o, 0);
+    assert!(
+        out(&o).starts_with(
+            "copied 2 notifications, 6 deliveries (2 retrying, 2 delivered, 2 dead), 6 attempts and 3 hourly counts\n"
+        ),
+        "{}",
+        out(&o)
+    );
+    let pg = hookfan::store::open(&schema.url).await.unwrap();
+    assert_eq!(everything(pg.as_ref()).await, before);
+
+    // A target that holds anything is refused, and left as it was.
+    let o = migrate_store(&["--from", &from, "--to", &schema.url]).await;
+    exit(&o, 1);
+    assert!(err(&o).contains("--replace"), "{}", err(&o));
+    // New work continues after the copied ids, and the retrying work is still due there.
+    let next = pg
+        .accept(crate::support::incoming(
+            "{\"id\":\"after-move\"}".into(),
+            &["ok"],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        next,
+        hookfan::store::Accepted::New {
+            notification: 3,
+            deliveries: 1
+        }
+    );
+    assert_eq!(
+        pg.pending_by_destination().await.unwrap(),
+        [("flaky".to_string(), 2), ("ok".to_string(), 1)]
+    );
+    // --replace empties it first.
+    let o = migrate_store(&["--from", &from, "--to", &schema.url, "--replace"]).await;
+    exit(&o, 0);
+    assert_eq!(everything(pg.as_ref()).await, before);
+
+    // Only SQLite to PostgreSQL, and a missing file is named.
+    let o = migrate_store(&["--from", &schema.url, "--to", &from]).await;
+    exit(&o, 1);
+    assert!(
+        err(&o).contains("--from must be a SQLite store"),
+        "{}",
+        err(&o)
+    );
+    let o = migrate_store(&[
+        "--from",
+        "sqlite:///nowhere/hookfan.db",
+        "--to",
+        &schema.url,
+    ])
+    .await;
+    exit(&o, 1);
+    assert!(
+        err(&o).contains("no SQLite store at /nowhere/hookfan.db"),
+        "{}",
+        err(&o)
+    );
 }

@@ -1043,3 +1043,113 @@ async fn a_revoked_key_replaced_at_the_same_path_resumes_delivery_without_a_rest
     delivered(&relay, 2).await;
     relay.stop().await;
 }
+
+/// One record for a connector called directly, with these fields.
+fn record(id: i64, fields: &[(&str, &str)]) -> hookfan_connectors::Record {
+    hookfan_connectors::Record {
+        delivery_id: id,
+        notification_id: id,
+        participation_id: format!("p{id}"),
+        attempt: 1,
+        fields: fields
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        raw: Arc::from("{}"),
+        state: None,
+        in_doubt_since: None,
+    }
+}
+
+/// Two instances each need a column row 1 lacks, and read row 1 at the same moment (Google's
+/// answers arrive late). A config rolled out to one instance before the other gives them
+/// different fields.
+async fn two_instances_extend_row_1(
+    setup: &Setup,
+    locks: Option<[Arc<dyn hookfan_connectors::Locks>; 2]>,
+) -> Vec<Vec<String>> {
+    use hookfan_connectors::DestinationConfig as _;
+    setup.google.add_tab(ID, TAB, &[&["Date"]]);
+    setup.google.slow(Call::Get, Duration::from_millis(400));
+    let config: hookfan_connectors::sheets::SheetsConfig =
+        serde_json::from_value(serde_json::json!({
+            "spreadsheet_id": ID, "sheet": TAB, "credentials": setup.key, "api_base": setup.google.base,
+        }))
+        .unwrap();
+    let client = hookfan_connectors::http::client().unwrap();
+    let fields = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    let (a, z) = match locks {
+        Some([la, lz]) => (
+            config
+                .build_shared(&client, &fields(&["Date", "E-mail"]), la)
+                .unwrap(),
+            config
+                .build_shared(&client, &fields(&["Date", "Campaign"]), lz)
+                .unwrap(),
+        ),
+        None => (
+            config.build(&client, &fields(&["Date", "E-mail"])).unwrap(),
+            config
+                .build(&client, &fields(&["Date", "Campaign"]))
+                .unwrap(),
+        ),
+    };
+    let pace = hookfan_connectors::pace::Unlimited;
+    let ra = [record(1, &[("Date", "d1"), ("E-mail", "a@example.org")])];
+    let rz = [record(2, &[("Date", "d2"), ("Campaign", "Quiz")])];
+    let (ra, rz) = tokio::join!(a.deliver(&ra, &pace), z.deliver(&rz, &pace));
+    assert_eq!(
+        ra[0].outcome,
+        hookfan_connectors::Outcome::Delivered,
+        "{ra:?}"
+    );
+    assert_eq!(
+        rz[0].outcome,
+        hookfan_connectors::Outcome::Delivered,
+        "{rz:?}"
+    );
+    setup.rows()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_postgres_extend_the_header_row_one_at_a_time() {
+    crate::support::init();
+    let Some(b) = crate::backends::Backend::postgres().await else {
+        return;
+    };
+    let other = b.open_again().await;
+    let setup = Setup::new().await;
+    let rows = two_instances_extend_row_1(
+        &setup,
+        Some([b.store.locks().unwrap(), other.locks().unwrap()]),
+    )
+    .await;
+    // Both columns were added, neither over the other, and each value is under its name.
+    let header = &rows[0];
+    assert_eq!(header.len(), 3, "{rows:?}");
+    let column = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let (email, campaign) = (column("E-mail"), column("Campaign"));
+    assert_eq!(column("Date"), 0);
+    let row = |date: &str| rows.iter().find(|r| r[0] == date).unwrap().clone();
+    assert_eq!(row("d1")[email], "a@example.org", "{rows:?}");
+    assert_eq!(
+        row("d2").get(campaign).map(String::as_str),
+        Some("Quiz"),
+        "{rows:?}"
+    );
+    assert!(
+        row("d2").get(email).is_none_or(String::is_empty),
+        "{rows:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_shared_lock_two_instances_write_over_each_others_new_column() {
+    // What the lock above prevents, shown with the per-process lock only (each connector is its
+    // own process here): both read row 1 before either wrote, both write the same free cell,
+    // and one column name is lost while its values land under the other's.
+    crate::support::init();
+    let setup = Setup::new().await;
+    let rows = two_instances_extend_row_1(&setup, None).await;
+    assert_eq!(rows[0].len(), 2, "{rows:?}");
+}

@@ -1,41 +1,99 @@
-//! The SQLite store on its own, on a real file: what a lease protects, what a purge removes.
+//! The store on its own: one suite, run on SQLite (a real file) and on PostgreSQL (a schema of
+//! its own), so both keep the same promises: what a lease protects, what a commit groups, and
+//! everything the operators' commands rely on (replay, cancel, stats, hourly counts, forget,
+//! purge). What only instances sharing PostgreSQL need (rate windows, the 429 pause, locks) is
+//! in `shared`.
 
 use std::time::Duration;
 
 use hookfan::store::{
-    Accepted, AttemptLog, Filter, Incoming, Next, SqliteStore, Status, Store, now_ms,
+    Accepted, AttemptLog, Filter, Incoming, Next, Selection, SqliteStore, Status, Store, now_ms,
 };
 
-async fn store() -> (tempfile::TempDir, SqliteStore) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("hookfan.db"))
-        .await
-        .unwrap();
-    (dir, store)
-}
+use crate::backends::{Backend, on_both_stores};
+
+mod shared;
 
 fn incoming(id: &str, destinations: &[&str]) -> Incoming {
     crate::support::incoming(format!("{{\"id\":\"{id}\"}}"), destinations)
 }
 
 fn delivered(delivery_id: i64, lease: &str) -> AttemptLog {
+    attempt(delivery_id, lease, 1, Next::Delivered, Some(200), None)
+}
+
+fn attempt(
+    delivery_id: i64,
+    lease: &str,
+    number: u32,
+    next: Next,
+    status_code: Option<u16>,
+    error: Option<&str>,
+) -> AttemptLog {
     AttemptLog {
         delivery_id,
         lease: lease.to_string(),
-        number: 1,
+        number,
         started_at: now_ms(),
         duration_ms: 5,
-        status_code: Some(200),
-        error: None,
-        response: None,
+        status_code,
+        error: error.map(str::to_string),
+        response: error.map(|e| format!("{{\"error\":\"{e}\"}}")),
         state: None,
-        next: Next::Delivered,
+        next,
     }
 }
 
-#[tokio::test]
-async fn an_attempt_that_outlived_its_lease_does_not_overwrite_the_next_one() {
-    let (_dir, store) = store().await;
+const LEASE: Duration = Duration::from_secs(60);
+
+/// Claims `destination`'s one due delivery and records `next` for it.
+async fn attempt_once(
+    store: &dyn Store,
+    destination: &str,
+    next: Next,
+    error: Option<&str>,
+) -> i64 {
+    let c = store.claim_due(destination, 1, "w", LEASE).await.unwrap();
+    assert_eq!(c.len(), 1, "one delivery of {destination} is due");
+    let code = match next {
+        Next::Delivered => 200,
+        Next::RetryAt(_) => 503,
+        Next::Dead => 400,
+    };
+    store
+        .record(vec![attempt(
+            c[0].delivery_id,
+            &c[0].lease,
+            c[0].attempts + 1,
+            next,
+            Some(code),
+            error,
+        )])
+        .await
+        .unwrap();
+    c[0].delivery_id
+}
+
+on_both_stores!(
+    an_attempt_that_outlived_its_lease_does_not_overwrite_the_next_one,
+    claims_in_the_same_millisecond_have_tokens_of_their_own,
+    accept_is_one_transaction_and_duplicates_add_nothing,
+    repeats_that_arrive_together_are_stored_once,
+    copies_that_share_a_commit_make_one_notification,
+    two_instances_never_claim_the_same_delivery,
+    unclaimed_and_released_work_is_due_again_at_once,
+    next_due_says_when_a_lane_should_look_again,
+    purge_removes_finished_work_only,
+    replay_makes_dead_work_due_with_a_fresh_schedule,
+    cancel_withdraws_waiting_work_and_beats_an_attempt_in_flight,
+    stats_count_each_status_with_the_last_error_and_recent_health,
+    hourly_counts_outlive_purge_and_erasure,
+    forget_erases_one_participation_everywhere_and_nothing_else,
+    text_the_database_would_refuse_is_stored_all_the_same,
+);
+
+async fn an_attempt_that_outlived_its_lease_does_not_overwrite_the_next_one(b: Backend) {
+    let store = b.store.as_ref();
     store.accept(incoming("p1", &["crm"])).await.unwrap();
     let slow = store
         .claim_due("crm", 1, "worker-a", Duration::from_millis(50))
@@ -43,10 +101,7 @@ async fn an_attempt_that_outlived_its_lease_does_not_overwrite_the_next_one() {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(80)).await;
     // The lease ran out: another worker takes the delivery over.
-    let fresh = store
-        .claim_due("crm", 1, "worker-b", Duration::from_secs(60))
-        .await
-        .unwrap();
+    let fresh = store.claim_due("crm", 1, "worker-b", LEASE).await.unwrap();
     assert_eq!(fresh.len(), 1);
     assert_ne!(slow[0].lease, fresh[0].lease);
     assert!(
@@ -64,7 +119,7 @@ async fn an_attempt_that_outlived_its_lease_does_not_overwrite_the_next_one() {
     assert_eq!((row.status, attempts.len()), (Status::Pending, 0));
     assert!(
         store
-            .claim_due("crm", 1, "worker-c", Duration::from_secs(60))
+            .claim_due("crm", 1, "worker-c", LEASE)
             .await
             .unwrap()
             .is_empty(),
@@ -77,11 +132,14 @@ async fn an_attempt_that_outlived_its_lease_does_not_overwrite_the_next_one() {
         .unwrap();
     let (row, _) = store.show(fresh[0].delivery_id).await.unwrap().unwrap();
     assert_eq!(row.status, Status::Delivered);
+    assert!(
+        store.hourly(0).await.unwrap()[0].delivered == 1,
+        "only the holder's attempt is counted"
+    );
 }
 
-#[tokio::test]
-async fn claims_in_the_same_millisecond_have_tokens_of_their_own() {
-    let (_dir, store) = store().await;
+async fn claims_in_the_same_millisecond_have_tokens_of_their_own(b: Backend) {
+    let store = b.store.as_ref();
     // Claim tokens were once the lease's expiry time, which two claims made in the same
     // millisecond share: the first could then record over the second. Twenty tries make a
     // same-millisecond pair all but certain.
@@ -124,9 +182,8 @@ async fn claims_in_the_same_millisecond_have_tokens_of_their_own() {
     }
 }
 
-#[tokio::test]
-async fn accept_is_one_transaction_and_duplicates_add_nothing() {
-    let (_dir, store) = store().await;
+async fn accept_is_one_transaction_and_duplicates_add_nothing(b: Backend) {
+    let store = b.store.as_ref();
     let first = store
         .accept(incoming("p1", &["a", "b", "c"]))
         .await
@@ -167,12 +224,63 @@ async fn accept_is_one_transaction_and_duplicates_add_nothing() {
             .len(),
         53
     );
+    // A notification routed nowhere is stored all the same.
+    assert!(matches!(
+        store.accept(incoming("nowhere", &[])).await.unwrap(),
+        Accepted::New { deliveries: 0, .. }
+    ));
+    let body = store.notification(notification).await.unwrap().unwrap();
+    assert_eq!(
+        (body.participation_id.as_str(), body.body.as_str()),
+        ("p1", "{\"id\":\"p1\"}")
+    );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn copies_that_share_a_commit_make_one_notification() {
-    let (_dir, store) = store().await;
-    let store = std::sync::Arc::new(store);
+async fn repeats_that_arrive_together_are_stored_once(b: Backend) {
+    // Qualifio retrying while its first try is still being committed: the same notification
+    // twenty times at once, through two handles (two instances), plus a different one.
+    let other = b.open_again().await;
+    let mut calls = Vec::new();
+    for i in 0..20 {
+        let store = if i % 2 == 0 {
+            b.store.clone()
+        } else {
+            other.clone()
+        };
+        calls.push(tokio::spawn(async move {
+            store.accept(incoming("same", &["crm", "sheet"])).await
+        }));
+    }
+    let different = b
+        .store
+        .accept(incoming("different", &["crm"]))
+        .await
+        .unwrap();
+    let mut new = Vec::new();
+    let mut repeats = Vec::new();
+    for c in calls {
+        match c.await.unwrap().unwrap() {
+            Accepted::New { notification, .. } => new.push(notification),
+            Accepted::Duplicate { notification } => repeats.push(notification),
+        }
+    }
+    assert_eq!(new.len(), 1, "stored once: {new:?}");
+    assert_eq!(repeats.len(), 19);
+    assert!(repeats.iter().all(|n| *n == new[0]), "{repeats:?} {new:?}");
+    assert!(matches!(different, Accepted::New { notification, .. } if notification != new[0]));
+    let rows = b
+        .store
+        .list(&Filter {
+            participation_id: Some("same".into()),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2, "one delivery per destination: {rows:#?}");
+}
+
+async fn copies_that_share_a_commit_make_one_notification(b: Backend) {
+    let store = b.store.clone();
     let earlier = store.accept(incoming("early", &["crm"])).await.unwrap();
     // Twenty copies of one notification, a copy of an earlier one, and distinct ones, all at
     // once: they share commits.
@@ -242,15 +350,98 @@ async fn copies_that_share_a_commit_make_one_notification() {
     assert_eq!(all.len(), 29);
 }
 
-#[tokio::test]
-async fn purge_removes_finished_work_only() {
-    let (_dir, store) = store().await;
-    store.accept(incoming("done", &["crm"])).await.unwrap();
-    store.accept(incoming("waiting", &["slow"])).await.unwrap();
-    let c = store
-        .claim_due("crm", 1, "w", Duration::from_secs(60))
+async fn two_instances_never_claim_the_same_delivery(b: Backend) {
+    let other = b.open_again().await;
+    for i in 0..60 {
+        b.store
+            .accept(incoming(&format!("c{i}"), &["crm"]))
+            .await
+            .unwrap();
+    }
+    // Both instances claim in small batches at the same time until nothing is due.
+    let claim_all = |store: std::sync::Arc<dyn Store>, owner: &'static str| async move {
+        let mut mine = Vec::new();
+        loop {
+            let batch = store.claim_due("crm", 3, owner, LEASE).await.unwrap();
+            if batch.is_empty() {
+                return mine;
+            }
+            mine.extend(batch.into_iter().map(|c| c.delivery_id));
+        }
+    };
+    let (a, z) = tokio::join!(
+        tokio::spawn(claim_all(b.store.clone(), "instance-a")),
+        tokio::spawn(claim_all(other.clone(), "instance-b"))
+    );
+    let (a, z) = (a.unwrap(), z.unwrap());
+    let mut all: Vec<i64> = a.iter().chain(z.iter()).copied().collect();
+    all.sort_unstable();
+    let before = all.len();
+    all.dedup();
+    assert_eq!(before, all.len(), "a delivery was claimed twice");
+    assert_eq!(all.len(), 60, "every delivery was claimed once");
+}
+
+async fn unclaimed_and_released_work_is_due_again_at_once(b: Backend) {
+    let store = b.store.as_ref();
+    store.accept(incoming("u1", &["crm"])).await.unwrap();
+    store.accept(incoming("u2", &["crm"])).await.unwrap();
+    let batch = store.claim_due("crm", 2, "w", LEASE).await.unwrap();
+    assert_eq!(batch.len(), 2);
+    // A batch that stopped early gives back what it did not send: due again, no attempt
+    // counted, and no doubt left.
+    store
+        .unclaim(vec![(batch[0].delivery_id, batch[0].lease.clone())])
         .await
         .unwrap();
+    let again = store.claim_due("crm", 2, "w2", LEASE).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].delivery_id, batch[0].delivery_id);
+    assert_eq!((again[0].attempts, again[0].in_doubt_since), (0, None));
+    // A stopping instance gives back everything it holds: the next claim sees the doubt.
+    assert_eq!(store.release("w").await.unwrap(), 1);
+    assert_eq!(store.release("w2").await.unwrap(), 1);
+    let after = store.claim_due("crm", 2, "w3", LEASE).await.unwrap();
+    assert_eq!(after.len(), 2);
+    assert!(
+        after.iter().all(|c| c.in_doubt_since.is_some()),
+        "{after:?}"
+    );
+}
+
+async fn next_due_says_when_a_lane_should_look_again(b: Backend) {
+    let store = b.store.as_ref();
+    assert_eq!(store.next_due("crm").await.unwrap(), None);
+    store.accept(incoming("n1", &["crm"])).await.unwrap();
+    assert!(store.next_due("crm").await.unwrap().unwrap() <= now_ms());
+    let c = store.claim_due("crm", 1, "w", LEASE).await.unwrap();
+    // Leased: due when the lease runs out.
+    let at = store.next_due("crm").await.unwrap().unwrap();
+    assert!(at > now_ms() + 50_000, "{at}");
+    let retry_at = now_ms() + 30_000;
+    store
+        .record(vec![attempt(
+            c[0].delivery_id,
+            &c[0].lease,
+            1,
+            Next::RetryAt(retry_at),
+            Some(503),
+            Some("down"),
+        )])
+        .await
+        .unwrap();
+    assert_eq!(store.next_due("crm").await.unwrap(), Some(retry_at));
+    assert_eq!(
+        store.pending_by_destination().await.unwrap(),
+        [("crm".to_string(), 1)]
+    );
+}
+
+async fn purge_removes_finished_work_only(b: Backend) {
+    let store = b.store.as_ref();
+    store.accept(incoming("done", &["crm"])).await.unwrap();
+    store.accept(incoming("waiting", &["slow"])).await.unwrap();
+    let c = store.claim_due("crm", 1, "w", LEASE).await.unwrap();
     store
         .record(vec![delivered(c[0].delivery_id, &c[0].lease)])
         .await
@@ -270,10 +461,369 @@ async fn purge_removes_finished_work_only() {
         (left[0].participation_id.as_str(), left[0].status.as_str()),
         ("waiting", Status::Pending.as_str())
     );
+    // The purged delivery's notification went with it; the waiting one's stayed.
+    assert!(
+        store
+            .notification(c[0].notification_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .notification(left[0].notification_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+async fn replay_makes_dead_work_due_with_a_fresh_schedule(b: Backend) {
+    let store = b.store.as_ref();
+    store
+        .accept(incoming("r1", &["crm", "archive"]))
+        .await
+        .unwrap();
+    let dead = attempt_once(store, "crm", Next::Dead, Some("refused")).await;
+    let done = attempt_once(store, "archive", Next::Delivered, None).await;
+
+    // By id: the dead one is due again; the delivered one is left alone without force, and an
+    // unknown id is named.
+    let r = store
+        .replay(&Selection::Ids(vec![dead, done, 424242]), false)
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.replayed, r.skipped_delivered, r.missing),
+        (1, 1, vec![424242])
+    );
+    let c = store.claim_due("crm", 1, "w", LEASE).await.unwrap();
+    assert_eq!(c.len(), 1);
+    // The schedule counts from the replay: the next attempt is number 2, the first of a
+    // fresh schedule.
+    assert_eq!((c[0].attempts, c[0].retry_base), (1, 1));
+    store
+        .record(vec![attempt(
+            c[0].delivery_id,
+            &c[0].lease,
+            2,
+            Next::Dead,
+            Some(400),
+            Some("again"),
+        )])
+        .await
+        .unwrap();
+
+    // By status and destination; delivered ones with force.
+    let r = store
+        .replay(
+            &Selection::Matching {
+                status: Some(Status::Dead),
+                destination: Some("crm".into()),
+                since: Some(now_ms() - 60_000),
+            },
+            false,
+        )
+        .await
+        .unwrap();
+    assert_eq!(r.replayed, 1);
+    let r = store
+        .replay(&Selection::Ids(vec![done]), true)
+        .await
+        .unwrap();
+    assert_eq!((r.replayed, r.skipped_delivered), (1, 0));
+    let (row, attempts) = store.show(done).await.unwrap().unwrap();
+    assert_eq!((row.status, attempts.len()), (Status::Pending, 1));
+    // One in flight is left to finish.
+    let in_flight = store.claim_due("archive", 1, "w", LEASE).await.unwrap();
+    let r = store
+        .replay(&Selection::Ids(vec![done]), true)
+        .await
+        .unwrap();
+    assert_eq!(r.replayed, 0, "claimed: {in_flight:?}");
+}
+
+async fn cancel_withdraws_waiting_work_and_beats_an_attempt_in_flight(b: Backend) {
+    let store = b.store.as_ref();
+    store.accept(incoming("k1", &["crm"])).await.unwrap();
+    store.accept(incoming("k2", &["crm"])).await.unwrap();
+    store
+        .accept(incoming("k3", &["crm", "other"]))
+        .await
+        .unwrap();
+    attempt_once(
+        store,
+        "crm",
+        Next::RetryAt(now_ms() + 3_600_000),
+        Some("down"),
+    )
+    .await;
+    // Only retrying ones: one.
+    assert_eq!(store.cancel("crm", &[Status::Retrying]).await.unwrap(), 1);
+    // One is in flight when the rest are cancelled: its attempt is not recorded over it.
+    let flying = store.claim_due("crm", 1, "w", LEASE).await.unwrap();
+    assert_eq!(
+        store
+            .cancel("crm", &[Status::Pending, Status::Retrying, Status::Dead])
+            .await
+            .unwrap(),
+        2,
+        "dead or delivered work is never cancelled"
+    );
+    store
+        .record(vec![delivered(flying[0].delivery_id, &flying[0].lease)])
+        .await
+        .unwrap();
+    let (row, attempts) = store.show(flying[0].delivery_id).await.unwrap().unwrap();
+    assert_eq!((row.status, attempts.len()), (Status::Cancelled, 0));
+    let cancelled = store
+        .list(&Filter {
+            status: Some(Status::Cancelled),
+            ..Filter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(cancelled.len(), 3);
+    assert!(
+        store
+            .claim_due("crm", 10, "w", LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Another destination's work is untouched.
+    assert_eq!(
+        store
+            .claim_due("other", 10, "w", LEASE)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn stats_count_each_status_with_the_last_error_and_recent_health(b: Backend) {
+    let store = b.store.as_ref();
+    let before = now_ms();
+    for i in 0..4 {
+        store
+            .accept(incoming(&format!("s{i}"), &["crm", "sheet"]))
+            .await
+            .unwrap();
+    }
+    attempt_once(store, "crm", Next::Delivered, None).await;
+    attempt_once(store, "crm", Next::Delivered, None).await;
+    attempt_once(store, "crm", Next::Dead, Some("HTTP 400 first")).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    attempt_once(
+        store,
+        "crm",
+        Next::RetryAt(now_ms() + 3_600_000),
+        Some("HTTP 503 latest"),
+    )
+    .await;
+    attempt_once(store, "sheet", Next::Dead, Some("HTTP 403")).await;
+    let stats = store.stats(before).await.unwrap();
+    let names: Vec<&str> = stats.iter().map(|s| s.destination.as_str()).collect();
+    assert_eq!(names, ["crm", "sheet"]);
+    let crm = &stats[0];
+    let mut counts = crm.counts.clone();
+    counts.sort();
+    assert_eq!(
+        counts,
+        [
+            (Status::Retrying, 1),
+            (Status::Delivered, 2),
+            (Status::Dead, 1)
+        ]
+    );
+    assert_eq!(crm.last_error.as_deref(), Some("HTTP 503 latest"));
+    assert!(crm.last_delivered_at.is_some_and(|t| t >= before));
+    assert!(crm.oldest_waiting_at.is_some_and(|t| t >= before));
+    assert_eq!((crm.recent_attempts, crm.recent_failures), (4, 2));
+    let sheet = &stats[1];
+    let mut counts = sheet.counts.clone();
+    counts.sort();
+    assert_eq!(counts, [(Status::Pending, 3), (Status::Dead, 1)]);
+    assert_eq!((sheet.recent_attempts, sheet.recent_failures), (1, 1));
+    assert_eq!(sheet.last_delivered_at, None);
+    // Only attempts since the time asked for count as recent.
+    let later = store.stats(now_ms() + 1).await.unwrap();
+    assert!(later.iter().all(|s| s.recent_attempts == 0), "{later:?}");
+}
+
+async fn hourly_counts_outlive_purge_and_erasure(b: Backend) {
+    let store = b.store.as_ref();
+    store.accept(incoming("h1", &["crm"])).await.unwrap();
+    store.accept(incoming("h2", &["crm"])).await.unwrap();
+    store.accept(incoming("h3", &["crm"])).await.unwrap();
+    attempt_once(store, "crm", Next::Delivered, None).await;
+    attempt_once(store, "crm", Next::Dead, Some("no")).await;
+    attempt_once(
+        store,
+        "crm",
+        Next::RetryAt(now_ms() + 3_600_000),
+        Some("later"),
+    )
+    .await;
+    // Delivered and failed attempts per destination and hour (all three in this hour, or, at
+    // an hour's last millisecond, split over two).
+    let totals = |rows: &[hookfan::store::HourCount]| {
+        assert!(rows.iter().all(|h| h.destination == "crm"), "{rows:?}");
+        rows.iter()
+            .fold((0, 0), |(d, f), h| (d + h.delivered, f + h.failed))
+    };
+    let hour = now_ms() / 3_600_000;
+    let now = store.hourly(hour - 1).await.unwrap();
+    assert_eq!(totals(&now), (1, 2));
+    assert!(store.hourly(hour + 1).await.unwrap().is_empty());
+    assert_eq!(store.purge(Status::ALL, now_ms() + 1).await.unwrap(), 2);
+    for p in ["h1", "h2", "h3"] {
+        store.forget(p).await.unwrap();
+    }
+    assert!(store.list(&Filter::default()).await.unwrap().is_empty());
+    assert_eq!(store.hourly(hour - 1).await.unwrap(), now);
+}
+
+async fn forget_erases_one_participation_everywhere_and_nothing_else(b: Backend) {
+    let store = b.store.as_ref();
+    let body = |id: &str, email: &str| format!("{{\"id\":\"{id}\",\"email\":\"{email}\"}}");
+    let erase = body("erase-me", "erase.me@example.org");
+    store
+        .accept(crate::support::incoming(erase.clone(), &["crm", "sheet"]))
+        .await
+        .unwrap();
+    // A second notification of the same participation (its body differs).
+    store
+        .accept(crate::support::incoming(
+            body("erase-me", "erase.me.too@example.org"),
+            &["crm"],
+        ))
+        .await
+        .unwrap();
+    store
+        .accept(crate::support::incoming(
+            body("keep-me", "keep@example.org"),
+            &["crm"],
+        ))
+        .await
+        .unwrap();
+    let c = store.claim_due("crm", 10, "w", LEASE).await.unwrap();
+    let logs = c
+        .iter()
+        .map(|c| {
+            // The destination's answer quotes the participant.
+            let error = format!("{} is refused", c.participation_id);
+            attempt(
+                c.delivery_id,
+                &c.lease,
+                1,
+                Next::RetryAt(now_ms() + 3_600_000),
+                Some(400),
+                Some(&error),
+            )
+        })
+        .collect();
+    store.record(logs).await.unwrap();
+    let hours = store.hourly(0).await.unwrap();
+
+    let f = store.forget("erase-me").await.unwrap();
+    assert_eq!((f.notifications, f.deliveries, f.attempts), (2, 3, 2));
+    let left = store.list(&Filter::default()).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].participation_id, "keep-me");
+    assert_eq!(store.hourly(0).await.unwrap(), hours);
+    let again = store.forget("erase-me").await.unwrap();
+    assert_eq!(again.notifications, 0);
+    if let Some(schema) = b.schema() {
+        // Nothing in any table of the store still holds the participant's data.
+        let mut conn = schema.connect().await;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables WHERE table_schema = current_schema()",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        assert!(tables.len() >= 6, "{tables:?}");
+        for table in tables {
+            let hits: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT COUNT(*) FROM {table} t WHERE t::text LIKE '%erase%'"
+            )))
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+            assert_eq!(hits, 0, "{table} still holds the participation");
+        }
+        // And the three tables were vacuumed, so their space is reused (see the README on
+        // what that does and does not promise).
+        let url = schema.url.clone();
+        crate::backends::eventually(Duration::from_secs(5), "the tables were vacuumed", || {
+            let url = url.clone();
+            async move {
+                let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+                    .await
+                    .unwrap();
+                let vacuumed: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM pg_stat_user_tables
+                     WHERE schemaname = current_schema() AND last_vacuum IS NOT NULL
+                       AND relname IN ('notifications', 'deliveries', 'attempts')",
+                )
+                .fetch_one(&mut c)
+                .await
+                .unwrap();
+                vacuumed == 3
+            }
+        })
+        .await;
+    }
+}
+
+async fn text_the_database_would_refuse_is_stored_all_the_same(b: Backend) {
+    // JSON can carry a NUL character ("\u0000"), which PostgreSQL's text refuses: a notification
+    // with one in its id, or a destination answering with one, must not fail forever.
+    let store = b.store.as_ref();
+    let body = "{\"id\":\"nul\\u0000id\"}".to_string();
+    let item = crate::support::incoming(body, &["crm"]);
+    assert_eq!(item.participation_id, "nul\0id");
+    assert!(matches!(
+        store.accept(item.clone()).await.unwrap(),
+        Accepted::New { .. }
+    ));
+    assert!(matches!(
+        store.accept(item).await.unwrap(),
+        Accepted::Duplicate { .. }
+    ));
+    let c = store.claim_due("crm", 1, "w", LEASE).await.unwrap();
+    let mut log = attempt(
+        c[0].delivery_id,
+        &c[0].lease,
+        1,
+        Next::Dead,
+        Some(400),
+        Some("bad\0byte"),
+    );
+    log.response = Some("answer\0with a NUL".into());
+    store.record(vec![log]).await.unwrap();
+    let (row, attempts) = store.show(c[0].delivery_id).await.unwrap().unwrap();
+    assert_eq!((row.status, attempts.len()), (Status::Dead, 1));
+    assert!(
+        attempts[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("bad"))
+    );
+    assert_eq!(
+        store
+            .forget(&row.participation_id)
+            .await
+            .unwrap()
+            .notifications,
+        1
+    );
 }
 
 #[tokio::test]
-async fn a_database_of_the_previous_version_is_upgraded_in_place() {
+async fn a_sqlite_database_of_the_previous_version_is_upgraded_in_place() {
     use sqlx::migrate::{Migration, MigrationType, Migrator};
     use sqlx::{ConnectOptions as _, SqlSafeStr as _};
     let dir = tempfile::tempdir().unwrap();

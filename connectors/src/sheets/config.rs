@@ -145,6 +145,20 @@ impl DestinationConfig for SheetsConfig {
             super::Sheets::new(self.clone(), client.clone())?.with_fields(fields.to_vec()),
         ))
     }
+
+    /// Instances that share a store extend a tab's header row one at a time.
+    fn build_shared(
+        &self,
+        client: &reqwest::Client,
+        fields: &[String],
+        locks: Arc<dyn crate::Locks>,
+    ) -> Result<Arc<dyn Connector>, ConnectorError> {
+        Ok(Arc::new(
+            super::Sheets::new(self.clone(), client.clone())?
+                .with_fields(fields.to_vec())
+                .with_locks(locks),
+        ))
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,7 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct SqliteStore {
     /// One connection: SQLite has one writer at a time anyway, and this keeps them in order.
     writer: Arc<Writer>,
-    reader: SqlitePool,
+    pub(crate) reader: SqlitePool,
     /// Accepts and attempt records, grouped into shared transactions by `writer::run`.
     jobs: mpsc::Sender<Job>,
 }

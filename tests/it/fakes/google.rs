@@ -74,6 +74,9 @@ struct State {
     /// The public halves of the keys the service account has (DER); assertions signed by
     /// another key are refused.
     keys: Vec<Vec<u8>>,
+    /// Answers to these calls are computed when the request arrives and sent this much later
+    /// (a slow network): what a caller reads may be stale by the time it has it.
+    slow: HashMap<Call, Duration>,
 }
 
 pub struct FakeGoogle {
@@ -91,14 +94,18 @@ impl FakeGoogle {
             valid_tokens: Vec::new(),
             issued: 0,
             keys: vec![public_key_der(KEY_FILES[0])],
+            slow: HashMap::new(),
         }));
         let arrived = Arc::new(Notify::new());
         let (s, a) = (state.clone(), arrived.clone());
         let base = super::serve(2, move |req: HttpRequest, body: web::Bytes| {
             let (s, a) = (s.clone(), a.clone());
             async move {
-                let response = answer(&req, &body, &s);
+                let (response, late) = answer(&req, &body, &s);
                 a.notify_waiters();
+                if let Some(late) = late {
+                    tokio::time::sleep(late).await;
+                }
                 response
             }
         });
@@ -182,6 +189,11 @@ impl FakeGoogle {
             .entry(call)
             .or_default()
             .extend(replies);
+    }
+
+    /// Answers calls of this kind `late` after they arrive (see `State::slow`).
+    pub fn slow(&self, call: Call, late: Duration) {
+        self.state.lock().unwrap().slow.insert(call, late);
     }
 
     /// Every token issued so far stops working (401), as when Google revokes them.
@@ -359,7 +371,12 @@ fn rows_of(body: &Value) -> Vec<Vec<String>> {
         .unwrap_or_default()
 }
 
-fn answer(req: &HttpRequest, body: &[u8], state: &Mutex<State>) -> HttpResponse {
+/// The answer, and how long to hold it back.
+fn answer(
+    req: &HttpRequest,
+    body: &[u8],
+    state: &Mutex<State>,
+) -> (HttpResponse, Option<Duration>) {
     // The JWT's audience must be the token endpoint it was posted to: this one.
     let token_uri = format!("http://{}/token", req.connection_info().host());
     let query: HashMap<String, String> = url::form_urlencoded::parse(req.query_string().as_bytes())
@@ -387,10 +404,10 @@ fn answer(req: &HttpRequest, body: &[u8], state: &Mutex<State>) -> HttpResponse 
                 ("POST", Some(r)) => (Call::Append, id.clone(), r.to_string()),
                 ("GET", None) => (Call::Get, id.clone(), range.clone()),
                 ("PUT", None) => (Call::Update, id.clone(), range.clone()),
-                _ => return HttpResponse::NotFound().finish(),
+                _ => return (HttpResponse::NotFound().finish(), None),
             }
         }
-        _ => return HttpResponse::NotFound().finish(),
+        _ => return (HttpResponse::NotFound().finish(), None),
     };
     let body_json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     let mut record = Request {
@@ -413,7 +430,7 @@ fn answer(req: &HttpRequest, body: &[u8], state: &Mutex<State>) -> HttpResponse 
     record.status = reply.status;
     record.problem = problem;
     s.requests.push(record);
-    self::reply(&reply)
+    (self::reply(&reply), s.slow.get(&call).copied())
 }
 
 type Handled = Result<Reply, (Reply, String)>;

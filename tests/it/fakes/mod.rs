@@ -2,6 +2,7 @@
 
 pub mod crm;
 pub mod google;
+pub mod netcut;
 pub mod trello;
 
 use std::future::Future;
