@@ -6,7 +6,7 @@ use futures_util::StreamExt as _;
 use serde_json::json;
 use sha2::Digest as _;
 
-use super::{AppState, auth};
+use super::{AppState, auth, head};
 use crate::config::{Config, Source};
 use crate::live::Live;
 use crate::metrics::Received;
@@ -167,29 +167,19 @@ pub fn parse(body: &[u8]) -> Result<(serde_json::Value, String), String> {
     Ok((doc, id))
 }
 
-/// What accepting needs of a notification. The rest of the body is checked as JSON but not
-/// built: most notifications are stored and routed without anyone reading them.
-#[derive(serde::Deserialize)]
-struct Head {
-    id: Option<serde_json::Value>,
-    configuration: Option<serde_json::Value>,
-}
-
 /// Validates the document as [`parse`] does, and returns its `id` and its format.
 pub fn parse_head(body: &[u8]) -> Result<(String, Format), String> {
     if nested_deeper_than(body, MAX_DEPTH) {
         return Err(format!("the JSON is nested deeper than {MAX_DEPTH} levels"));
     }
-    // A struct would also take an array of its fields: only an object is a notification.
+    // Only an object is a notification: valid JSON of another kind is told so.
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(
-            match serde_json::from_slice::<serde::de::IgnoredAny>(body) {
-                Ok(_) => "the body must be a JSON object".to_string(),
-                Err(e) => format!("the body is not valid JSON: {e}"),
-            },
-        );
+        return Err(match head::is_json(body) {
+            Ok(()) => "the body must be a JSON object".to_string(),
+            Err(e) => format!("the body is not valid JSON: {e}"),
+        });
     }
-    let head: Head = serde_json::from_slice(body).map_err(|e| {
+    let head: head::Head = serde_json::from_slice(body).map_err(|e| {
         if e.is_data() && e.to_string().starts_with("invalid type") {
             "the body must be a JSON object".to_string()
         } else {

@@ -3,6 +3,7 @@
 //! without restarting the server.
 
 mod auth;
+mod head;
 pub mod hooks;
 mod throttle;
 

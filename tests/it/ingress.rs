@@ -317,6 +317,9 @@ async fn malformed_notifications_get_400_with_a_reason() {
         ("{\"state\": \"COMPLETED\"}", "has no `id`"),
         ("{\"id\": 42}", "`id` must be a non-empty string"),
         ("{\"id\": \"  \"}", "`id` must be a non-empty string"),
+        // Refused by a full parse, so refused here too: stored, they could never be mapped.
+        ("{\"id\": \"x\", \"n\": 1e400}", "number out of range"),
+        ("{\"id\": \"x\", \"s\": \"\\udc00\"}", "not valid JSON"),
     ] {
         let (status, json) = json(
             relay
