@@ -144,8 +144,10 @@ when = 'participant.email | date == "2026"'
 async fn a_background_task_that_dies_fails_readiness_and_the_process() {
     crate::support::init();
     let crm = FakeCrm::start().await;
-    // The other destination's attempt is in flight while the relay stops.
-    crm.set_default(Reply::status(200).delay(Duration::from_secs(3)));
+    // The other destination's attempt is in flight while the relay stops: it is answered only
+    // once the test has seen readiness fail.
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    crm.set_default(Reply::status(200).held(release.clone()));
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = format!(
@@ -196,7 +198,7 @@ when = 'participation.id == "fault-1"'
     }
 
     // While the slow attempt drains, readiness says why the relay is going down.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let answer = loop {
         let r = client.get(format!("{base}/readyz")).send().await.unwrap();
         if r.status().as_u16() == 503 {
@@ -213,6 +215,7 @@ when = 'participation.id == "fault-1"'
             .contains("the delivery lane of crm panicked"),
         "{answer}"
     );
+    release.add_permits(1);
 
     let mut child = child;
     let status = tokio::task::spawn_blocking(move || child.wait().unwrap())

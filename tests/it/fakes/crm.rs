@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 use tokio::time::Instant;
 
 pub use super::Received;
@@ -21,6 +21,8 @@ pub struct Reply {
     pub delay: Duration,
     /// Answer with the request's headers and body, as some CRMs do in their errors.
     pub echo: bool,
+    /// Answer only once the test adds a permit here (a destination the test holds open).
+    pub held: Option<Arc<Semaphore>>,
 }
 
 impl Reply {
@@ -31,6 +33,7 @@ impl Reply {
             body: String::new(),
             delay: Duration::ZERO,
             echo: false,
+            held: None,
         }
     }
 
@@ -51,6 +54,12 @@ impl Reply {
 
     pub fn delay(mut self, delay: Duration) -> Reply {
         self.delay = delay;
+        self
+    }
+
+    /// Answers each request once `release` has a permit for it.
+    pub fn held(mut self, release: Arc<Semaphore>) -> Reply {
+        self.held = Some(release);
         self
     }
 }
@@ -141,6 +150,11 @@ async fn answer(
     arrived.notify_waiters();
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
+    }
+    if let Some(release) = &reply.held
+        && let Ok(permit) = release.acquire().await
+    {
+        permit.forget();
     }
     let mut response =
         HttpResponse::build(actix_web::http::StatusCode::from_u16(reply.status).unwrap());
