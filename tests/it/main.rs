@@ -7,6 +7,7 @@ mod cli;
 mod config_errors;
 mod delivery;
 mod fakes;
+mod fuzz_regressions;
 mod ingress;
 mod mapping;
 mod props;
