@@ -171,6 +171,12 @@ fn filters_fail_or_give_nothing_on_hostile_values() {
         "Amélie Dupont-Nguyễn"
     );
     assert_eq!(render("{{ list | yesno }}", &payload).unwrap(), "yes");
+    // A template can be written to be slow (the `template` fuzz target found a 24 s one that
+    // builds a list of 2.4 million strings), but repetition is capped: an error, not 10 GB.
+    let err = render("{{ 'x' * 10000000000 }}", &payload).unwrap_err();
+    assert!(err.contains("too large"), "{err}");
+    let err = render("{{ [1] * 10000000000 }}", &payload).unwrap_err();
+    assert!(err.contains("too large"), "{err}");
     assert_eq!(
         render("{{ text | join(', ') }}", &payload).unwrap(),
         "Amélie Dupont-Nguyễn"
