@@ -8,6 +8,7 @@ mod cli;
 mod config_errors;
 mod delivery;
 mod fakes;
+mod fuzz_regressions;
 mod ingress;
 mod instances;
 mod mapping;
