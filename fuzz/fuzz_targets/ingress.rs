@@ -1,5 +1,6 @@
 //! The ingress path: a request body as Qualifio (or anyone who gets past authentication) sends it,
-//! parsed as the ingress parses it, then turned into the mapping context and the normalised view.
+//! read as accepting reads it (checked against a full parse), then turned into the mapping
+//! context and the normalised view.
 //! Whatever the bytes, this must answer `Ok` or `Err`, never panic.
 
 #![no_main]
@@ -12,6 +13,29 @@ const RECEIVED_MS: i64 = 1_795_166_100_000;
 const RECEIVED_ISO: &str = "2026-11-20T09:15:00Z";
 
 fuzz_target!(|body: &[u8]| {
+    // Accepting reads only the id and the format, in one pass that must agree with a full parse:
+    // what it accepts, every later mapping must be able to read.
+    let head = hookfan::ingress::hooks::parse_head(body);
+    let full = serde_json::from_slice::<serde_json::Value>(body);
+    match (&head, &full) {
+        (Ok((id, format)), Ok(doc)) => {
+            assert_eq!(doc.get("id").and_then(|v| v.as_str()), Some(id.as_str()));
+            assert_eq!(*format, payload::Format::detect(doc));
+        }
+        (Ok(_), Err(e)) => panic!("accepted what a full parse refuses: {e}"),
+        (Err(why), Ok(doc)) => {
+            let has_id = doc
+                .get("id")
+                .and_then(|v| v.as_str())
+                .is_some_and(|id| !id.trim().is_empty());
+            // Deep nesting is refused before parsing (at 64 levels, serde_json's own limit is 128).
+            assert!(
+                !has_id || why.contains("nested deeper"),
+                "refused a valid notification: {why}"
+            );
+        }
+        (Err(_), Err(_)) => {}
+    }
     let Ok((doc, id)) = hookfan::ingress::hooks::parse(body) else {
         return;
     };
