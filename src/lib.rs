@@ -127,9 +127,8 @@ pub async fn run(config: Config, listeners: Listeners, signals: Signals) -> Resu
     run_with_store(config, store, listeners, signals).await
 }
 
-/// The enabled destinations' connectors, sharing one HTTP client.
-/// The connectors of the enabled destinations; `locks` are shared with the other instances
-/// of a PostgreSQL store.
+/// The connectors of the enabled destinations, sharing one HTTP client; `locks` are shared
+/// with the other instances of a PostgreSQL store.
 fn connectors(
     config: &Config,
     client: &reqwest::Client,
@@ -171,10 +170,10 @@ pub async fn run_with_store(
     let config = live.get().config.clone();
     let metrics = Arc::new(metrics::Metrics::new());
     let (trigger, stop) = shutdown::channel();
-    let worker = Worker::new(store.clone(), live.clone(), metrics.clone(), stop.clone());
-    worker.apply(lanes, live.get().mapper.clone());
+    let worker = Worker::new(store.clone(), metrics.clone(), stop.clone());
+    worker.apply(lanes, &live.get());
     let mut worker_task = Watched::spawn("the worker", worker.clone().run());
-    let purge = purge_loop(store.clone(), config.storage.retention, stop);
+    let purge = purge_loop(store.clone(), live.clone(), stop);
     let mut purge_task = Watched::spawn("the purge", async {
         purge.await;
         Ok(())
@@ -182,6 +181,7 @@ pub async fn run_with_store(
 
     let stopping = Arc::new(AtomicBool::new(false));
     let failed = Arc::new(std::sync::OnceLock::new());
+    let admin_addr = listeners.admin.as_ref().and_then(|l| l.local_addr().ok());
     let admin = match listeners.admin {
         Some(listener) => {
             let state = web::Data::new(
@@ -272,6 +272,7 @@ pub async fn run_with_store(
                     store: store.as_ref(),
                     client: &client,
                     certificate: certificate.as_deref(),
+                    admin_addr,
                 };
                 reloaded.run().await;
             }
@@ -314,6 +315,8 @@ struct Reload<'a> {
     store: &'a dyn Store,
     client: &'a reqwest::Client,
     certificate: Option<&'a tls::Certificate>,
+    /// Where the admin listener is bound: it stays there until a restart.
+    admin_addr: Option<std::net::SocketAddr>,
 }
 
 impl Reload<'_> {
@@ -349,15 +352,33 @@ impl Reload<'_> {
         }
     }
 
+    /// Everything is read and built first; only then is anything swapped, so a refused
+    /// reload changes nothing.
     fn apply(&self, new: Config) -> Result<worker::Applied, RunError> {
-        if let (Some(certificate), Some(tls)) = (self.certificate, &new.server.tls) {
-            certificate.reload(tls).map_err(RunError::Tls)?;
+        // The listener keeps its address, so the check a start makes is made against it.
+        if let Some(addr) = self.admin_addr
+            && !addr.ip().is_loopback()
+            && new.admin.as_ref().and_then(|a| a.token.as_ref()).is_none()
+        {
+            return Err(RunError::Admin(format!(
+                "the admin listener on {addr} runs until a restart and is reachable from other machines: the new config must keep its token"
+            )));
         }
+        let certificate = match (self.certificate, &new.server.tls) {
+            (Some(certificate), Some(tls)) => {
+                let key = tls::Certificate::read(tls).map_err(RunError::Tls)?;
+                Some((certificate, key))
+            }
+            _ => None,
+        };
         let lanes = connectors(&new, self.client, self.store.locks())?;
         let live = live::Live::new(new)?;
-        let mapper = live.mapper.clone();
+        if let Some((certificate, key)) = certificate {
+            certificate.swap(key);
+        }
+        let applied = self.worker.apply(lanes, &live);
         self.live.set(live);
-        Ok(self.worker.apply(lanes, mapper))
+        Ok(applied)
     }
 }
 
@@ -436,13 +457,15 @@ async fn warn_of_stranded_work(config: &Config, store: &dyn Store) {
     }
 }
 
-async fn purge_loop(store: Arc<dyn Store>, retention: Duration, mut stop: shutdown::Shutdown) {
+async fn purge_loop(store: Arc<dyn Store>, live: live::Shared, mut stop: shutdown::Shutdown) {
     // Not at start: a purge of a large store holds the writer, and readiness waits for it.
     tokio::select! {
         _ = tokio::time::sleep(PURGE_FIRST) => {}
         _ = stop.wait() => return,
     }
     loop {
+        // Read each time: a reload may have changed it.
+        let retention = live.get().config.storage.retention;
         let before = store::now_ms()
             .saturating_sub(i64::try_from(retention.as_millis()).unwrap_or(i64::MAX));
         match store.purge(&[store::Status::Delivered], before).await {

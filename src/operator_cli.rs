@@ -181,7 +181,8 @@ impl OperatorCommand {
             }
         };
         crate::block_on(async move {
-            let store = match hookfan::store::open(&config.storage.url).await {
+            // As it is: the relay owns the schema, and may be of another version.
+            let store = match hookfan::store::open_existing(&config.storage.url).await {
                 Ok(s) => s,
                 Err(e) => {
                     eprintln!("cannot open the store: {e}");

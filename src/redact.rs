@@ -59,18 +59,30 @@ impl Redactor {
         let mut secrets: Vec<String> = secrets
             .into_iter()
             .filter(|s| s.len() >= MIN_SECRET_LEN)
+            .flat_map(|s| encoded(&s).into_iter().chain([s]))
             .collect();
         secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         secrets.dedup();
         Redactor { secrets }
     }
 
-    /// `text` with every secret replaced by `***`.
+    /// `text` with every secret replaced by `***`, and a secret's beginning at its very end
+    /// too: an answer is kept only up to a length, which may fall inside an echoed secret.
     pub fn redact(&self, text: &str) -> String {
         let mut out = text.to_string();
         for secret in &self.secrets {
             if out.contains(secret.as_str()) {
                 out = out.replace(secret.as_str(), "***");
+            }
+        }
+        for secret in &self.secrets {
+            let cut = (MIN_CUT..secret.len())
+                .rev()
+                .filter(|&n| secret.is_char_boundary(n))
+                .find(|&n| out.ends_with(&secret[..n]));
+            if let Some(n) = cut {
+                out.truncate(out.len() - n);
+                out.push_str("***");
             }
         }
         out
@@ -79,6 +91,32 @@ impl Redactor {
     pub fn redact_opt(&self, text: Option<String>) -> Option<String> {
         text.map(|t| self.redact(&t))
     }
+}
+
+/// The shortest beginning of a secret taken out at the end of a text: shorter ones end
+/// ordinary text too often.
+const MIN_CUT: usize = 4;
+
+/// How a secret looks when an answer quotes it inside JSON (PHP escapes `/`) or a URL.
+fn encoded(secret: &str) -> Vec<String> {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~');
+    let quoted = serde_json::to_string(secret).unwrap_or_default();
+    let json = quoted
+        .strip_prefix('"')
+        .and_then(|q| q.strip_suffix('"'))
+        .unwrap_or(secret);
+    let forms = [
+        json.to_string(),
+        json.replace('/', "\\/"),
+        utf8_percent_encode(secret, COMPONENT).to_string(),
+        utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string(),
+    ];
+    forms.into_iter().filter(|f| f != secret).collect()
 }
 
 /// A header value, and its credential without a scheme (`Bearer abc` → also `abc`).
@@ -120,6 +158,17 @@ mod tests {
             "auth: ***, long ***, short ab"
         );
         assert_eq!(with_parts("Basic dXM6cHc="), ["Basic dXM6cHc=", "dXM6cHc="]);
+        // Quoted by a PHP answer, in a URL, or cut short at the end of a kept answer.
+        let r = Redactor::from_secrets(["k3y/with+sl\"ash".to_string()]);
+        assert_eq!(
+            r.redact(r#"{"echo":"k3y\/with+sl\"ash"} and ?k=k3y%2Fwith%2Bsl%22ash and k3y/wi"#),
+            r#"{"echo":"***"} and ?k=*** and ***"#
+        );
+        assert_eq!(
+            r.redact("the key k3"),
+            "the key k3",
+            "too short to be taken for it"
+        );
         assert_eq!(
             storage_password("postgres://u:p%40ss@h/db").as_deref(),
             Some("p@ss")

@@ -28,11 +28,14 @@ impl ResolvesServerCert for Certificate {
 }
 
 impl Certificate {
-    /// Reads the files again; on error the certificate in use stays.
-    pub fn reload(&self, tls: &Tls) -> Result<(), String> {
-        let key = load(tls)?;
-        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(key);
-        Ok(())
+    /// Reads the files again, without using them yet: see [`Certificate::swap`].
+    pub fn read(tls: &Tls) -> Result<Arc<CertifiedKey>, String> {
+        load(tls).map(Arc::new)
+    }
+
+    /// Serves `key` from the next handshake on.
+    pub fn swap(&self, key: Arc<CertifiedKey>) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = key;
     }
 }
 

@@ -156,10 +156,13 @@ impl DestinationConfig for WebhookConfig {
     }
 
     fn secrets(&self) -> Vec<String> {
+        // Only headers named for a credential: redacting every value (an `Accept`, a version)
+        // would garble every answer that quotes it.
         let mut out: Vec<String> = self
             .headers
-            .values()
-            .map(|v| v.expose().to_string())
+            .iter()
+            .filter(|(name, _)| looks_secret(name) || name.to_ascii_lowercase().contains("cookie"))
+            .map(|(_, v)| v.expose().to_string())
             .collect();
         if let Some(s) = &self.signing_secret {
             out.push(s.expose().to_string());
@@ -251,7 +254,7 @@ pub fn redact_url(raw: &str) -> String {
     url.to_string()
 }
 
-/// A query parameter whose name says it carries a credential.
+/// A query parameter or header whose name says it carries a credential.
 fn looks_secret(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
     ["token", "key", "secret", "pass", "sig", "auth"]
@@ -316,6 +319,11 @@ impl Webhook {
         for (name, value) in &self.config.headers {
             request = request.header(name.as_str(), value.expose());
         }
+        if let Some(t) = self.config.timeout {
+            request = request.timeout(t.0);
+        }
+        // Waited for before signing: the signature's timestamp is the time of sending.
+        let _call = pace.call().await;
         if let Some(key) = &self.key {
             let id = Self::message_id(record);
             let timestamp = jiff::Timestamp::now().as_second();
@@ -325,10 +333,6 @@ impl Webhook {
                 .header("webhook-timestamp", timestamp.to_string())
                 .header("webhook-signature", signature);
         }
-        if let Some(t) = self.config.timeout {
-            request = request.timeout(t.0);
-        }
-        let _call = pace.call().await;
         match request.body(body).send().await {
             Ok(response) => Attempt::from_response(response).await,
             Err(e) => Attempt::from_transport_error(e),
@@ -412,6 +416,31 @@ mod tests {
     fn bad_secrets_are_config_errors() {
         assert!(signing_key(&Secret::new("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")).is_err());
         assert!(signing_key(&Secret::new("whsec_!!!")).is_err());
+    }
+
+    #[test]
+    fn secrets_are_the_credentials_not_every_header() {
+        let config: WebhookConfig = serde_json::from_value(serde_json::json!({
+            "url": "https://bob:hunter22@crm.example/in?api_key=abcdef&list=777777",
+            "headers": {
+                "Authorization": "Bearer t0k3n-1",
+                "X-Api-Key": "k3y-v4lue",
+                "Accept": "application/json",
+            },
+        }))
+        .unwrap();
+        let secrets = config.secrets();
+        for expected in ["Bearer t0k3n-1", "k3y-v4lue", "hunter22", "abcdef"] {
+            assert!(
+                secrets.iter().any(|s| s == expected),
+                "{expected}: {secrets:?}"
+            );
+        }
+        assert!(
+            !secrets
+                .iter()
+                .any(|s| s == "application/json" || s == "777777")
+        );
     }
 
     #[test]

@@ -28,6 +28,14 @@ use crate::store::Store;
 
 /// The cookie the page keeps its session in.
 const SESSION_COOKIE: &str = "hookfan_admin";
+/// How long a login lasts.
+const SESSION_TTL: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
 
 /// What every admin handler shares.
 pub struct AdminState {
@@ -40,6 +48,22 @@ pub struct AdminState {
     /// Signs the CSRF field when no token is set: random, for this process's life.
     process_key: String,
     pages: page::Pages,
+    /// Slows down an address whose logins keep failing, as the ingress does.
+    pub throttle: crate::ingress::throttle::Throttle,
+}
+
+fn session_cookie(key: &str, issued_s: u64) -> String {
+    let signed = mac(key.as_bytes(), &format!("hookfan admin session {issued_s}"));
+    format!("{issued_s}.{signed}")
+}
+
+fn session_valid(key: &str, value: &str, now_s: u64) -> bool {
+    let Some(issued_s) = value.split('.').next().and_then(|t| t.parse::<u64>().ok()) else {
+        return false;
+    };
+    issued_s <= now_s
+        && now_s - issued_s < SESSION_TTL.as_secs()
+        && same(value, &session_cookie(key, issued_s))
 }
 
 fn mac(key: &[u8], what: &str) -> String {
@@ -71,6 +95,7 @@ impl AdminState {
             store,
             metrics,
             worker,
+            throttle: Default::default(),
             process_key: crate::random::hex_token(32)
                 .map_err(|_| "the random generator failed".to_string())?,
             pages: page::Pages::new()?,
@@ -91,9 +116,14 @@ impl AdminState {
             .map_or_else(|| self.process_key.clone(), |t| t.expose().to_string())
     }
 
-    /// The session cookie's value: derived from the token, never the token itself.
-    fn session(&self) -> String {
-        mac(self.key().as_bytes(), "hookfan admin session")
+    /// A session cookie's value: when it was issued, signed with the token (never the token
+    /// itself). It is good for [`SESSION_TTL`]; changing the token ends every session.
+    fn session(&self, issued_s: u64) -> String {
+        session_cookie(&self.key(), issued_s)
+    }
+
+    fn session_valid(&self, value: &str, now_s: u64) -> bool {
+        session_valid(&self.key(), value, now_s)
     }
 
     /// The hidden field every form post must carry.
@@ -101,23 +131,28 @@ impl AdminState {
         mac(self.key().as_bytes(), "hookfan admin form")
     }
 
-    /// The API and metrics: a bearer token, when one is configured.
+    /// The API and metrics: a bearer token, when one is configured. Without one (a loopback
+    /// listener) the request must name a loopback host, so a web page whose name was pointed
+    /// at 127.0.0.1 (DNS rebinding) cannot read or act through an operator's browser.
     fn api_allowed(&self, req: &HttpRequest) -> bool {
         let Some(token) = self.token() else {
-            return true;
+            return loopback_host(req);
         };
         bearer(req).is_some_and(|given| same(given, token.expose()))
     }
 
     /// The page: the session cookie, or the bearer token.
     fn page_allowed(&self, req: &HttpRequest) -> bool {
-        self.token().is_none()
-            || self.api_allowed(req)
-            || cookie(req, SESSION_COOKIE).is_some_and(|c| same(&c, &self.session()))
+        self.api_allowed(req)
+            || self.token().is_some()
+                && cookie(req, SESSION_COOKIE).is_some_and(|c| self.session_valid(&c, now_s()))
     }
 
-    fn login_matches(&self, given: &str) -> bool {
-        self.token().is_none_or(|token| same(given, token.expose()))
+    fn login_matches(&self, req: &HttpRequest, given: &str) -> bool {
+        match self.token() {
+            Some(token) => same(given, token.expose()),
+            None => loopback_host(req),
+        }
     }
 
     /// A form post is ours: its CSRF field matches, and a browser's `Origin`, when sent, is
@@ -125,15 +160,38 @@ impl AdminState {
     fn form_allowed(&self, req: &HttpRequest, csrf: &str) -> bool {
         let origin_ok = match req.headers().get(header::ORIGIN).map(|o| o.to_str()) {
             None => true,
-            Some(Ok(origin)) => {
-                let host = req.connection_info().host().to_string();
+            Some(Ok(origin)) => request_host(req).is_some_and(|host| {
                 origin
                     .split_once("://")
                     .is_some_and(|(_, rest)| rest == host)
-            }
+            }),
             Some(Err(_)) => false,
         };
         origin_ok && same(csrf, &self.csrf())
+    }
+}
+
+/// Whether the `Host` a request names is this machine: `localhost` or a loopback address.
+fn loopback_host(req: &HttpRequest) -> bool {
+    let Some(host) = request_host(req) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The `Host` the client sent (a browser sets it itself), not `connection_info`'s, which a page
+/// could steer with an `X-Forwarded-Host` header.
+fn request_host(req: &HttpRequest) -> Option<&str> {
+    match req.headers().get(header::HOST) {
+        Some(h) => h.to_str().ok(),
+        None => req.uri().authority().map(|a| a.as_str()),
     }
 }
 
@@ -176,4 +234,35 @@ pub fn routes(cfg: &mut web::ServiceConfig, state: web::Data<AdminState>) {
         .route("/login", web::get().to(page::login_form))
         .route("/login", web::post().to(page::login))
         .route("/logout", web::post().to(page::logout));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_session_lasts_its_time_and_its_token_only() {
+        let issued = 1_800_000_000;
+        let cookie = session_cookie("token-a", issued);
+        assert!(session_valid("token-a", &cookie, issued));
+        assert!(session_valid(
+            "token-a",
+            &cookie,
+            issued + SESSION_TTL.as_secs() - 1
+        ));
+        assert!(!session_valid(
+            "token-a",
+            &cookie,
+            issued + SESSION_TTL.as_secs()
+        ));
+        assert!(
+            !session_valid("token-b", &cookie, issued),
+            "a new token ends it"
+        );
+        // The issue time is signed: moving it forward breaks the signature.
+        let (_, signature) = cookie.split_once('.').unwrap();
+        let moved = format!("{}.{signature}", issued + 3600);
+        assert!(!session_valid("token-a", &moved, issued + 3600));
+        assert!(!session_valid("token-a", "garbage", issued));
+    }
 }

@@ -208,11 +208,17 @@ pub async fn login(
     state: web::Data<AdminState>,
     form: web::Form<LoginForm>,
 ) -> HttpResponse {
-    if !state.login_matches(form.token.trim()) {
+    if !state.login_matches(&req, form.token.trim()) {
+        let peer = req.peer_addr().map(|a| a.ip());
+        let delay = peer.map_or(std::time::Duration::ZERO, |ip| {
+            state.throttle.failed(ip, tokio::time::Instant::now())
+        });
         tracing::warn!(
-            peer = %req.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default(),
+            peer = %peer.map(|ip| ip.to_string()).unwrap_or_default(),
+            delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
             "admin login failed"
         );
+        tokio::time::sleep(delay).await;
         let mut response = state.pages.render(
             "login.html",
             context! { error => "That is not the admin token.", logout => false },
@@ -225,8 +231,9 @@ pub async fn login(
         .insert_header((
             header::SET_COOKIE,
             format!(
-                "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict",
-                state.session()
+                "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}",
+                state.session(super::now_s()),
+                super::SESSION_TTL.as_secs()
             ),
         ))
         .finish()

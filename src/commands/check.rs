@@ -84,7 +84,9 @@ pub async fn stranded(config: &Config) -> Result<Vec<Stranded>, String> {
     if crate::store::sqlite_file(&config.storage.url).is_some_and(|f| !f.exists()) {
         return Ok(Vec::new());
     }
-    let store = crate::store::open(&config.storage.url)
+    // As it is: a check may run beside a relay of another version (systemd's reload runs it
+    // before the signal), and must not upgrade the database under it.
+    let store = crate::store::open_existing(&config.storage.url)
         .await
         .map_err(|e| format!("cannot read the store: {e}"))?;
     let pending = store

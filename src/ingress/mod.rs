@@ -5,7 +5,7 @@
 mod auth;
 mod head;
 pub mod hooks;
-mod throttle;
+pub(crate) mod throttle;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};

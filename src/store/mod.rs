@@ -33,6 +33,9 @@ pub enum StoreError {
     Busy(String),
     #[error("the store is inconsistent: {0}")]
     Inconsistent(String),
+    /// The store is missing, or its schema is not the one this build knows.
+    #[error("{0}")]
+    Schema(String),
     /// The database could not be reached for a group of accepts (each of them is told).
     #[error("the database cannot be reached: {0}")]
     Unreachable(String),
@@ -136,16 +139,50 @@ pub fn sqlite_file(url: &str) -> Option<std::path::PathBuf> {
     Some(rest.split('?').next().unwrap_or(rest).into())
 }
 
+/// Whether opening a store may create it or change its schema.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Schema {
+    /// Create it, or bring it up to this build's schema: `serve` does.
+    Upgrade,
+    /// Use it as it is, and refuse it unless its schema is this build's: `check` and the
+    /// operators' commands, which may run beside a relay of another version (during an
+    /// upgrade) and must not change the database under it.
+    AsIs,
+}
+
 /// Opens the store a `[storage] url` names (`sqlite://FILE` or `postgres://…`), creating and
 /// migrating it as needed.
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_as(url, Schema::Upgrade).await
+}
+
+/// Opens an existing store without changing it: see [`Schema::AsIs`].
+pub async fn open_existing(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    open_as(url, Schema::AsIs).await
+}
+
+async fn open_as(url: &str, schema: Schema) -> Result<Arc<dyn Store>, StoreError> {
     if let Some(file) = sqlite_file(url) {
-        return Ok(Arc::new(SqliteStore::open(&file).await?));
+        return Ok(Arc::new(SqliteStore::open_as(&file, schema).await?));
     }
     if postgres::is_postgres_url(url) {
-        return Ok(Arc::new(PgStore::open(url).await?));
+        return Ok(Arc::new(PgStore::open_as(url, schema).await?));
     }
     Err(StoreError::Unsupported(
         "the storage url must start with sqlite:// or postgres://".into(),
     ))
+}
+
+/// Refuses a schema other than this build's: `applied` is the last migration the store
+/// records (0: none), `known` this build's last.
+fn same_schema(applied: i64, known: i64) -> Result<(), StoreError> {
+    match applied.cmp(&known) {
+        std::cmp::Ordering::Equal => Ok(()),
+        std::cmp::Ordering::Less => Err(StoreError::Schema(format!(
+            "the store's schema is version {applied}, this hookfan's is {known}: start `hookfan serve` of this version once (it upgrades the store), then try again"
+        ))),
+        std::cmp::Ordering::Greater => Err(StoreError::Schema(format!(
+            "the store's schema is version {applied}, newer than this hookfan's ({known}): use the hookfan that wrote it"
+        ))),
+    }
 }

@@ -19,8 +19,9 @@ use tracing::Instrument as _;
 use tracing::field::Empty;
 
 use crate::config::Destination;
-use crate::live::Shared;
+use crate::live::Live;
 use crate::mapping::{self, Mapper};
+use crate::redact::Redactor;
 use crate::shutdown::{Shutdown, Trigger};
 use crate::store::{AttemptLog, Claimed, Store, now_ms};
 
@@ -51,6 +52,9 @@ pub struct Lane {
     connector: Arc<dyn Connector>,
     /// The templates of the config generation the lane was made with.
     mapper: Arc<Mapper>,
+    /// That generation's secrets: an attempt finishing after a reload that changed them still
+    /// has the old ones taken out.
+    redactor: Arc<Redactor>,
     /// Ingress and finished attempts ring this when something may be due.
     wake: Notify,
     slots: Arc<Semaphore>,
@@ -80,8 +84,6 @@ pub struct Applied {
 #[derive(Clone)]
 pub struct Worker {
     store: Arc<dyn Store>,
-    /// The current config generation (for the redaction of what is stored and logged).
-    live: Shared,
     lanes: Arc<RwLock<HashMap<String, Arc<Lane>>>>,
     /// Lanes a reload retired: the drain waits for their attempts too.
     retired: Arc<Mutex<Vec<Arc<Lane>>>>,
@@ -154,7 +156,6 @@ fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 impl Worker {
     pub fn new(
         store: Arc<dyn Store>,
-        live: Shared,
         metrics: Arc<crate::metrics::Metrics>,
         shutdown: Shutdown,
     ) -> Worker {
@@ -166,7 +167,6 @@ impl Worker {
         let (spawn, spawned) = mpsc::unbounded_channel();
         Worker {
             store,
-            live,
             lanes: Arc::new(RwLock::new(HashMap::new())),
             retired: Arc::new(Mutex::new(Vec::new())),
             gates: Arc::new(Mutex::new(HashMap::new())),
@@ -193,11 +193,13 @@ impl Worker {
     /// attempts in flight finish), an unchanged one keeps its lane. Destinations sharing a rate
     /// key (one Trello token, one Google account) share one gate, at the strictest of their
     /// rates; a gate whose key and rate stay is kept, window and all.
-    pub fn apply(&self, destinations: Vec<Ready>, mapper: Arc<Mapper>) -> Applied {
+    pub fn apply(&self, destinations: Vec<Ready>, generation: &Live) -> Applied {
+        // Read once: a Sheets key comes from its key file, which may change meanwhile.
+        let keys: Vec<String> = destinations.iter().map(|(d, _)| d.rate_key()).collect();
         let mut rates: HashMap<String, Option<Rate>> = HashMap::new();
-        for (d, _) in &destinations {
+        for ((d, _), key) in destinations.iter().zip(&keys) {
             let rate = d.effective_rate_limit();
-            let entry = rates.entry(d.rate_key()).or_insert(rate);
+            let entry = rates.entry(key.clone()).or_insert(rate);
             if *entry != rate {
                 tracing::warn!(destination = %d.name, "destinations sharing a rate limit set different ones; the strictest applies");
                 *entry = strictest(*entry, rate);
@@ -215,8 +217,9 @@ impl Worker {
                         let longest = rate::longest_call(
                             destinations
                                 .iter()
-                                .filter(|(d, _)| d.rate_key() == key)
-                                .map(|(_, c)| c.timeout()),
+                                .zip(&keys)
+                                .filter(|(_, k)| **k == key)
+                                .map(|((_, c), _)| c.timeout()),
                         );
                         limiters.gate(&key, rate, longest)
                     }
@@ -238,25 +241,30 @@ impl Worker {
                 applied.removed.push(name);
             }
         }
-        for (destination, connector) in destinations {
+        for ((destination, connector), key) in destinations.into_iter().zip(keys) {
             let name = destination.name.clone();
+            let Some(gate) = locked(&self.gates).get(&key).map(|(_, g)| g.clone()) else {
+                continue; // every key was given a gate above
+            };
+            // A lane is kept only if its gate is too: a key whose rate changed gets a new gate,
+            // and every lane of the key moves to it, so no two windows split one limit.
             match lanes.get(&name) {
-                Some(lane) if lane.destination.fingerprint == destination.fingerprint => continue,
+                Some(lane)
+                    if lane.destination.fingerprint == destination.fingerprint
+                        && Arc::ptr_eq(&lane.gate, &gate) =>
+                {
+                    continue;
+                }
                 Some(_) => applied.changed.push(name.clone()),
                 None => applied.added.push(name.clone()),
             }
-            let Some(gate) = locked(&self.gates)
-                .get(&destination.rate_key())
-                .map(|(_, g)| g.clone())
-            else {
-                continue; // every key was given a gate above
-            };
             let (retire, own) = crate::shutdown::channel();
             let lane = Arc::new(Lane {
                 slots: Arc::new(Semaphore::new(destination.concurrency)),
                 gate,
                 wake: Notify::new(),
-                mapper: mapper.clone(),
+                mapper: generation.mapper.clone(),
+                redactor: generation.redactor.clone(),
                 stop: self.shutdown.or(&own),
                 retire,
                 destination,
@@ -274,7 +282,10 @@ impl Worker {
     fn retire(&self, lane: Arc<Lane>) {
         lane.retire.trigger();
         lane.wake.notify_one();
-        locked(&self.retired).push(lane);
+        let mut retired = locked(&self.retired);
+        // A retired lane nothing else holds has ended its loop and its attempts: let it go.
+        retired.retain(|l| Arc::strong_count(l) > 1);
+        retired.push(lane);
     }
 
     /// Tells every lane to look for work (an operator made some due).
@@ -315,7 +326,10 @@ impl Worker {
                         Err(e) => (e.id(), "was cancelled"),
                     };
                     let lane = running.remove(&id);
-                    if lane.as_ref().is_some_and(|l| l.retired()) {
+                    if let Some(l) = lane.as_ref().filter(|l| l.retired()) {
+                        if how != "ended" {
+                            tracing::error!(destination = %l.destination.name, "a retired delivery lane {how}");
+                        }
                         continue;
                     }
                     let name = lane.map_or_else(|| "?".to_string(), |l| l.destination.name.clone());
@@ -394,10 +408,13 @@ impl Worker {
                 _ = shutdown.wait() => return,
             };
             // A connector that takes one record per call gets one task per delivery: the lane
-            // claims as many as it has free slots and calls for right now.
+            // claims as many as it has free slots and calls for right now. Under a rate window
+            // it claims one at a time: the window, not the claims, sets the pace there, and a
+            // call taken and given back costs a statement on PostgreSQL.
             let one_by_one = lane.connector.max_batch() == 1;
+            let batch_claims = one_by_one && !lane.gate.windowed();
             let mut more = Vec::new();
-            while one_by_one && more.len() + 1 < CLAIM_MAX {
+            while batch_claims && more.len() + 1 < CLAIM_MAX {
                 let Ok(p) = lane.slots.clone().try_acquire_owned() else {
                     break;
                 };
@@ -533,7 +550,7 @@ impl Worker {
                 // A mapping that cannot render will not render next time either.
                 Err((detail, summary)) => {
                     let attempt = Attempt::new(Outcome::failed(detail));
-                    logs.push(self.finish(destination, &c, attempt, Some(summary), started_at, 0));
+                    logs.push(self.finish(lane, &c, attempt, Some(summary), started_at, 0));
                 }
             }
         }
@@ -563,8 +580,11 @@ impl Worker {
                     (Outcome::Retry { reason, .. }, None) => Some(reason.clone()),
                     _ => None,
                 };
-                logs.push(self.finish(destination, c, attempt, logged, started_at, duration_ms));
+                logs.push(self.finish(lane, c, attempt, logged, started_at, duration_ms));
             }
+        } else {
+            // Nothing could be mapped: the call taken for it was never made.
+            call.unused();
         }
         // The destination is done with: the slot is free for the next delivery while this one
         // is recorded (its lease keeps it from being claimed again meanwhile).
@@ -641,13 +661,14 @@ impl Worker {
     /// returns its row, which records the same word.
     fn finish(
         &self,
-        destination: &Destination,
+        lane: &Lane,
         c: &Claimed,
         attempt: Attempt,
         logged_reason: Option<String>,
         started_at: i64,
         duration_ms: i64,
     ) -> AttemptLog {
+        let (destination, redactor) = (&lane.destination, &lane.redactor);
         let number = c.attempts + 1;
         let next = retry::decide(
             &destination.retry,
@@ -659,7 +680,6 @@ impl Worker {
         );
         // A destination may echo our request (headers, tokens) in its answer: no configured
         // secret is stored or logged.
-        let redactor = self.live.get().redactor.clone();
         let mut error = attempt.outcome.reason().map(str::to_owned);
         if !attempt.warnings.is_empty() {
             let warnings = attempt.warnings.join("; ");
@@ -711,5 +731,89 @@ mod tests {
         assert_eq!(strictest(None, r("1/s")), r("1/s"));
         assert_eq!(strictest(r("1/s"), None), r("1/s"));
         assert_eq!(strictest(None, None), None);
+    }
+
+    fn generation(text: &str) -> (Live, Vec<Ready>) {
+        let config = crate::config::Config::parse(text, std::path::Path::new("t.toml"), &|_| None)
+            .expect("a valid config");
+        let client = hookfan_connectors::http::client().expect("an HTTP client");
+        let ready = config
+            .destinations
+            .iter()
+            .map(|d| (d.clone(), d.connector(&client).expect("a connector")))
+            .collect();
+        (Live::new(config).expect("templates"), ready)
+    }
+
+    fn two_on_one_token(b_rate: &str) -> String {
+        let trello = |name: &str, rate: &str| {
+            format!(
+                "[destinations.{name}]\ntype = \"trello\"\nkey = \"key-123456\"\ntoken = \"shared-token\"\nlist_id = \"5f1b2c3d4e5f6a7b8c9d0e1f\"\nname = \"x\"\nrate_limit = \"{rate}\"\n"
+            )
+        };
+        format!(
+            "[sources.q]\nauth = \"none\"\n{}{}",
+            trello("a", "90/10s"),
+            trello("b", b_rate)
+        )
+    }
+
+    /// A reload that changes one rate of a shared key moves every lane of the key to one new
+    /// gate: two windows would let the token see both limits added together.
+    #[tokio::test]
+    async fn a_reload_keeps_one_gate_per_rate_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("t.db"))
+            .await
+            .unwrap();
+        let (_trigger, stop) = crate::shutdown::channel();
+        let worker = Worker::new(
+            Arc::new(store),
+            Arc::new(crate::metrics::Metrics::new()),
+            stop,
+        );
+        let gates = |w: &Worker| {
+            let lanes = w.lanes.read().unwrap();
+            (lanes["a"].gate.clone(), lanes["b"].gate.clone())
+        };
+        let running = tokio::spawn(worker.clone().run());
+        let (live, ready) = generation(&two_on_one_token("90/10s"));
+        worker.apply(ready, &live);
+        let (a, b) = gates(&worker);
+        assert!(Arc::ptr_eq(&a, &b));
+
+        let (live, ready) = generation(&two_on_one_token("30/10s"));
+        let applied = worker.apply(ready, &live);
+        let (a2, b2) = gates(&worker);
+        assert!(Arc::ptr_eq(&a2, &b2), "a and b split one token's limit");
+        assert!(!Arc::ptr_eq(&a, &a2), "the stricter rate needs a new gate");
+        assert_eq!(applied.changed, ["a", "b"]);
+
+        // The same again: nothing changes.
+        let (live, ready) = generation(&two_on_one_token("30/10s"));
+        assert_eq!(worker.apply(ready, &live), Applied::default());
+
+        // Retired lanes whose loops have ended are let go at the next retirement.
+        drop((a, b, a2, b2));
+        let ended = || {
+            locked(&worker.retired)
+                .iter()
+                .all(|l| Arc::strong_count(l) == 1)
+        };
+        for _ in 0..200 {
+            if ended() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(ended(), "the retired lanes' loops did not end");
+        let (live, ready) = generation(&two_on_one_token("20/10s"));
+        worker.apply(ready, &live);
+        assert_eq!(
+            locked(&worker.retired).len(),
+            2,
+            "only the last two are kept"
+        );
+        running.abort();
     }
 }

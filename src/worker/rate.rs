@@ -45,6 +45,9 @@ pub trait Limiter: Pace {
 
     /// A call now if the window and any pause allow it, without waiting for one.
     async fn try_call(&self) -> Option<Call>;
+
+    /// Whether calls are counted in a window (a rate is set), not only paused after 429s.
+    fn windowed(&self) -> bool;
 }
 
 /// Where a worker's gates come from: one per rate key.
@@ -209,6 +212,10 @@ impl Gate {
 impl Limiter for Gate {
     async fn throttled(&self, yes: bool) {
         self.note_throttled(yes, Instant::now());
+    }
+
+    fn windowed(&self) -> bool {
+        self.0.rate.is_some()
     }
 
     async fn try_call(&self) -> Option<Call> {

@@ -501,6 +501,94 @@ async fn the_admin_api_wants_its_token_and_does_what_the_cli_does() {
     s.relay.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_token_the_admin_answers_only_requests_for_a_loopback_host() {
+    let relay = Relay::start(&crate::support::config(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+    ))
+    .await;
+    let admin = relay.admin.clone().unwrap();
+    let get = |host: Option<&'static str>| {
+        let mut r = relay.client.get(format!("{admin}/api/deliveries"));
+        if let Some(host) = host {
+            r = r.header("host", host);
+        }
+        r.send()
+    };
+    assert_eq!(get(None).await.unwrap().status().as_u16(), 200);
+    assert_eq!(
+        get(Some("localhost:8081")).await.unwrap().status().as_u16(),
+        200
+    );
+    // A page whose name was pointed at 127.0.0.1 (DNS rebinding) names itself as the host.
+    for host in [
+        "attacker.example",
+        "attacker.example:8081",
+        "127.0.0.1.attacker.example",
+    ] {
+        assert_eq!(
+            get(Some(host)).await.unwrap().status().as_u16(),
+            401,
+            "{host}"
+        );
+    }
+    let forwarded = relay
+        .client
+        .get(format!("{admin}/api/deliveries"))
+        .header("host", "attacker.example")
+        .header("x-forwarded-host", "localhost")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forwarded.status().as_u16(), 401);
+    relay.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_cannot_leave_a_reachable_admin_listener_without_its_token() {
+    let with_token = crate::support::config(&format!(
+        "[admin]\nlisten = \"0.0.0.0:8081\"\ntoken = \"{ADMIN_TOKEN}\"\n"
+    ));
+    let relay = Relay::start(&with_token).await;
+    let admin = relay.admin.clone().unwrap();
+    // Moving the listener to loopback and dropping the token passes validation, but the
+    // running listener stays on every address until a restart: the reload is refused.
+    relay.reload(&format!(
+        "[sources.eu]\nauth = \"none\"\n{}",
+        crate::support::config("[admin]\nlisten = \"127.0.0.1:8081\"\n")
+    ));
+    // A reload is applied within milliseconds: for a second, neither its new source nor an
+    // open admin listener may show.
+    let until = tokio::time::Instant::now() + Duration::from_secs(1);
+    while tokio::time::Instant::now() < until {
+        let eu = relay
+            .client
+            .post(relay.url("/hooks/eu"))
+            .body(v2_with_id("eu-1"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(eu.status().as_u16(), 404, "the reload was applied");
+        let anonymous = relay
+            .client
+            .get(format!("{admin}/api/deliveries"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(anonymous.status().as_u16(), 401, "the token was dropped");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let with = relay
+        .client
+        .get(format!("{admin}/api/deliveries"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(with.status().as_u16(), 200);
+    relay.stop().await;
+}
+
 /// The value of one sample line of the exposition, e.g.
 /// `hookfan_deliveries_total{destination="ok",outcome="delivered"}`.
 fn sample(text: &str, series: &str) -> Option<f64> {

@@ -3,6 +3,7 @@
 //! use). An operator logs in, finds a dead delivery and its error, replays it, and sees the
 //! chart. Screenshots land in the target folder for a person to look at.
 
+use std::os::unix::process::CommandExt as _;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -38,7 +39,9 @@ impl Browser {
             .local_addr()
             .unwrap()
             .port();
+        // A process group of its own, so the Chromium processes the driver starts end with it.
         let driver = Command::new("/usr/bin/chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -235,6 +238,9 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Killing the driver alone would leave its Chromium running: kill the whole group.
+        let group = format!("-{}", self.driver.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }

@@ -876,9 +876,28 @@ async fn a_sqlite_database_of_the_previous_version_is_upgraded_in_place() {
     .execute(&mut conn)
     .await
     .unwrap();
-    drop(conn);
 
+    // `check` and the operators' commands open it as it is: they refuse it, and change nothing.
+    let url = format!("sqlite://{}", file.display());
+    let refused = hookfan::store::open_existing(&url).await.err().unwrap();
+    assert!(
+        refused.to_string().contains("version 3") && refused.to_string().contains("hookfan serve"),
+        "{refused}"
+    );
+    let applied: i64 = sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(applied, 3, "opening it as it is migrated it");
+    drop(conn);
+    let missing = format!("sqlite://{}", dir.path().join("none.db").display());
+    let refused = hookfan::store::open_existing(&missing).await.err().unwrap();
+    assert!(refused.to_string().contains("no store"), "{refused}");
+    assert!(!dir.path().join("none.db").exists());
+
+    // `serve` upgrades it.
     let store = SqliteStore::open(&file).await.unwrap();
+    assert!(hookfan::store::open_existing(&url).await.is_ok());
     let statuses: Vec<(i64, Status)> = store
         .list(&Filter::default())
         .await

@@ -100,13 +100,14 @@ impl RelayBuilder {
         let config = write_config(dir.path(), &self.config);
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        // On the config's address, with a free port.
         let admin_listener = config
             .admin
             .as_ref()
-            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+            .map(|a| std::net::TcpListener::bind((a.listen.ip(), 0)).unwrap());
         let admin = admin_listener
             .as_ref()
-            .map(|l| format!("http://{}", l.local_addr().unwrap()));
+            .map(|l| format!("http://127.0.0.1:{}", l.local_addr().unwrap().port()));
         let listeners = hookfan::Listeners {
             hooks: listener,
             admin: admin_listener,

@@ -26,7 +26,7 @@ use sqlx::{Connection as _, Row, SqlSafeStr};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use super::model::*;
-use super::{Store, StoreError};
+use super::{Schema, Store, StoreError};
 
 mod lock;
 mod log;
@@ -85,6 +85,11 @@ impl PgStore {
     /// Connects, and creates or upgrades the tables (instances starting together take turns:
     /// the migrator holds an advisory lock).
     pub async fn open(url: &str) -> Result<PgStore, StoreError> {
+        Self::open_as(url, Schema::Upgrade).await
+    }
+
+    /// [`PgStore::open`], or with [`Schema::AsIs`] without changing the database.
+    pub async fn open_as(url: &str, schema: Schema) -> Result<PgStore, StoreError> {
         let mut options = PgConnectOptions::from_str(url)?;
         if options.get_application_name().is_none() {
             // Names the relay's sessions in pg_stat_activity.
@@ -116,7 +121,27 @@ impl PgStore {
         };
         let durable = pool(DURABLE_CONNECTIONS, "on");
         let relaxed = pool(RELAXED_CONNECTIONS, "off");
-        migrator().run(&durable).await?;
+        let migrator = migrator();
+        match schema {
+            Schema::Upgrade => migrator.run(&durable).await?,
+            Schema::AsIs => {
+                let migrated: bool =
+                    sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+                        .fetch_one(&durable)
+                        .await?;
+                let applied: i64 = if migrated {
+                    sqlx::query_scalar(
+                        "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
+                    )
+                    .fetch_one(&durable)
+                    .await?
+                } else {
+                    0
+                };
+                let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+                super::same_schema(applied, known)?;
+            }
+        }
         let (tx, rx) = mpsc::channel(4 * GROUP_MAX);
         tokio::spawn(group_commit(durable.clone(), rx));
         Ok(PgStore {

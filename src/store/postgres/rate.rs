@@ -374,6 +374,10 @@ impl Limiter for PgGate {
         }
     }
 
+    fn windowed(&self) -> bool {
+        self.0.rate.is_some()
+    }
+
     async fn try_call(&self) -> Option<Call> {
         match self.try_start().await {
             Ok(Ok(id)) => Some(self.counted(id)),

@@ -19,7 +19,7 @@ use sqlx::{Connection as _, Row, SqlSafeStr};
 use tokio::sync::{mpsc, oneshot};
 
 use super::model::*;
-use super::{Store, StoreError};
+use super::{Schema, Store, StoreError};
 
 mod log;
 mod operate;
@@ -84,14 +84,32 @@ fn migrator() -> Migrator {
 
 impl SqliteStore {
     pub async fn open(file: &Path) -> Result<SqliteStore, StoreError> {
-        Self::open_with(file, BUSY_TIMEOUT).await
+        Self::open_as(file, Schema::Upgrade).await
+    }
+
+    pub async fn open_as(file: &Path, schema: Schema) -> Result<SqliteStore, StoreError> {
+        Self::connect(file, BUSY_TIMEOUT, schema).await
     }
 
     /// `busy_timeout` is how long a write waits for a lock held by another process.
     pub async fn open_with(file: &Path, busy_timeout: Duration) -> Result<SqliteStore, StoreError> {
+        Self::connect(file, busy_timeout, Schema::Upgrade).await
+    }
+
+    async fn connect(
+        file: &Path,
+        busy_timeout: Duration,
+        schema: Schema,
+    ) -> Result<SqliteStore, StoreError> {
+        if schema == Schema::AsIs && !file.exists() {
+            return Err(StoreError::Schema(format!(
+                "there is no store at {}: `hookfan serve` creates it",
+                file.display()
+            )));
+        }
         let options = SqliteConnectOptions::new()
             .filename(file)
-            .create_if_missing(true)
+            .create_if_missing(schema == Schema::Upgrade)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(busy_timeout)
@@ -104,7 +122,28 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(options.clone())
             .await?;
-        migrator().run(&writer).await?;
+        let migrator = migrator();
+        match schema {
+            Schema::Upgrade => migrator.run(&writer).await?,
+            Schema::AsIs => {
+                let migrated: bool = sqlx::query_scalar(
+                    "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = '_sqlx_migrations')",
+                )
+                .fetch_one(&writer)
+                .await?;
+                let applied: i64 = if migrated {
+                    sqlx::query_scalar(
+                        "SELECT COALESCE(MAX(version), 0) FROM _sqlx_migrations WHERE success",
+                    )
+                    .fetch_one(&writer)
+                    .await?
+                } else {
+                    0
+                };
+                let known = migrator.iter().map(|m| m.version).max().unwrap_or(0);
+                super::same_schema(applied, known)?;
+            }
+        }
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options.read_only(true))

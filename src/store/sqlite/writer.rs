@@ -67,6 +67,9 @@ impl Writer {
             if self.mode() == Some(durability) {
                 return Ok(conn);
             }
+            // Unknown until the pragma is known to have run: a caller dropped mid-way (a
+            // cancelled request) must not leave the cache saying FULL over a NORMAL connection.
+            self.set_mode(None);
             if set_synchronous(&mut conn, durability).await.is_ok() {
                 self.set_mode(Some(durability));
                 return Ok(conn);
