@@ -351,3 +351,49 @@ async fn sighup_reloads_the_real_binary_under_load_and_refuses_a_broken_file() {
     }
     assert!(terminate(child).await.success());
 }
+
+/// A lane claims work ahead of its free slots; when a reload retires it, what it had claimed
+/// and not started goes back at once to the new lane, rather than waiting out its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_a_retired_lane_had_claimed_ahead_goes_out_at_once_and_once() {
+    let crm = crate::fakes::crm::FakeCrm::start().await;
+    crm.set_default(crate::fakes::crm::Reply::status(200).delay(Duration::from_millis(100)));
+    let destination = |version: &str| {
+        crate::support::config(&format!(
+            "[destinations.crm]\ntype = \"webhook\"\nurl = \"{}\"\nconcurrency = 1\n[destinations.crm.fields]\nid = \"{{{{ participation.id }}}}\"\nv = \"{version}\"\n",
+            crm.url("/in")
+        ))
+    };
+    let relay = Relay::start(&destination("1")).await;
+    // One attempt measured, then a backlog: the lane claims it ahead, one slot sending.
+    relay.accept(v2_with_id("first")).await;
+    crm.wait_for(1, WAIT).await;
+    for i in 0..20 {
+        relay.accept(v2_with_id(&format!("ahead-{i}"))).await;
+    }
+    crm.wait_for(3, WAIT).await;
+    relay.reload(&destination("2"));
+    let store = relay.store().await;
+    // Far sooner than a lease (a minute): given back, not left to expire.
+    let delivered = wait_deliveries(
+        &store,
+        for_destination("crm"),
+        Status::Delivered,
+        21,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(delivered.len(), 21);
+    let received = crm.received();
+    assert_eq!(received.len(), 21, "a delivery went out twice");
+    // The new version's mapping sent what the old lane had not started.
+    let v2 = received
+        .iter()
+        .filter(|r| r.body.contains("\"v\":\"2\""))
+        .count();
+    assert!(
+        v2 > 0,
+        "the reload came after everything was sent: {received:?}"
+    );
+    relay.stop().await;
+}
