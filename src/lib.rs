@@ -165,7 +165,11 @@ pub async fn run_with_store(
     let certificate = tls.as_ref().map(|(_, c)| c.clone());
     let client = hookfan_connectors::http::client()?;
     let lanes = connectors(&config, &client, store.locks())?;
-    warn_of_stranded_work(&config, store.as_ref()).await;
+    // Counting every pending delivery takes a while on a large store: readiness does not wait.
+    tokio::spawn({
+        let (config, store) = (config.clone(), store.clone());
+        async move { warn_of_stranded_work(&config, store.as_ref()).await }
+    });
     let live = live::Shared::new(live::Live::new(config)?);
     let config = live.get().config.clone();
     let metrics = Arc::new(metrics::Metrics::new());
