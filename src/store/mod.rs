@@ -1,6 +1,7 @@
 //! Durable state: accepted notifications, their deliveries, and every attempt. The ingress,
 //! worker, CLI and admin all go through [`Store`].
 
+mod assemble;
 pub mod migrate;
 pub mod model;
 pub mod postgres;

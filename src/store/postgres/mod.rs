@@ -21,10 +21,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection as _, Row, SqlSafeStr};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+use super::assemble::{attempt_json, count, state_from_text, total};
 use super::model::*;
 use super::{Schema, Store, StoreError};
 
@@ -368,57 +369,6 @@ pub(crate) fn text(s: &str) -> String {
     s.replace('\0', "\u{FFFD}")
 }
 
-fn opt_text(s: &Option<String>) -> Option<String> {
-    s.as_deref().map(text)
-}
-
-fn state_from_text(text: Option<String>) -> Option<serde_json::Value> {
-    text.and_then(|t| serde_json::from_str(&t).ok())
-}
-
-/// A stored word as its enum; an unknown one is a decoding error, not a guess.
-fn word<T: std::str::FromStr<Err = UnknownWord>>(
-    row: &PgRow,
-    column: &str,
-) -> Result<T, sqlx::Error> {
-    row.try_get::<String, _>(column)?
-        .parse()
-        .map_err(|e: UnknownWord| sqlx::Error::Decode(Box::new(e)))
-}
-
-/// A count column as u32 (attempt numbers), saturating.
-fn count(row: &PgRow, column: &str) -> Result<u32, sqlx::Error> {
-    Ok(row
-        .try_get::<i64, _>(column)?
-        .try_into()
-        .unwrap_or(u32::MAX))
-}
-
-/// A count column as u64.
-fn total(row: &PgRow, column: &str) -> Result<u64, sqlx::Error> {
-    Ok(u64::try_from(row.try_get::<i64, _>(column)?).unwrap_or(0))
-}
-
-fn delivery_row(row: &PgRow) -> Result<DeliveryRow, sqlx::Error> {
-    Ok(DeliveryRow {
-        id: row.try_get("id")?,
-        notification_id: row.try_get("notification_id")?,
-        participation_id: row.try_get("participation_id")?,
-        source: row.try_get("source")?,
-        destination: row.try_get("destination")?,
-        status: word(row, "status")?,
-        attempts: count(row, "attempts")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        last_error: row.try_get("last_error")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-const DELIVERY_COLUMNS: &str =
-    "d.id, d.notification_id, n.participation_id, n.source, d.destination, d.status,
-     d.attempts, d.next_attempt_at, d.last_error, d.created_at, d.updated_at";
-
 fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
@@ -481,8 +431,8 @@ impl Store for PgStore {
                 notification_id: row.try_get("notification_id")?,
                 participation_id: row.try_get("participation_id")?,
                 destination: destination.to_string(),
-                attempts: count(&row, "attempts")?,
-                retry_base: count(&row, "retry_base")?,
+                attempts: count(row.try_get("attempts")?),
+                retry_base: count(row.try_get("retry_base")?),
                 state: state_from_text(row.try_get("state")?),
                 body: Arc::from(body),
                 received_at: row.try_get("received_at")?,
@@ -511,26 +461,7 @@ impl Store for PgStore {
         let now = now_ms();
         let rows: Vec<serde_json::Value> = attempts
             .iter()
-            .map(|a| {
-                let next_at = match a.next {
-                    Next::RetryAt(at) => at,
-                    Next::Delivered | Next::Dead => now,
-                };
-                serde_json::json!({
-                    "id": a.delivery_id,
-                    "lease": a.lease,
-                    "number": a.number,
-                    "started_at": a.started_at,
-                    "duration_ms": a.duration_ms,
-                    "outcome": a.next.outcome().as_str(),
-                    "status_code": a.status_code,
-                    "error": opt_text(&a.error),
-                    "response": opt_text(&a.response),
-                    "state": a.state.as_ref().map(|s| text(&s.to_string())),
-                    "status": a.next.status().as_str(),
-                    "next_at": next_at,
-                })
-            })
+            .map(|a| attempt_json(a, now, text))
             .collect();
         // One statement for the whole batch. Only the claim's holder records: the delivery is
         // moved only where its token still matches, and the attempt row and hourly count are
@@ -609,10 +540,7 @@ impl Store for PgStore {
         )
         .fetch_all(&self.relaxed)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(d, n)| (d, u64::try_from(n).unwrap_or(0)))
-            .collect())
+        Ok(rows.into_iter().map(|(d, n)| (d, total(n))).collect())
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -2,13 +2,10 @@
 //! rules as SQLite's; erasure differs in what the database can promise (see
 //! [`PgStore::forget_participation`]).
 
-use super::{PgStore, total};
+use super::PgStore;
 use crate::store::StoreError;
+use crate::store::assemble::{self, total};
 use crate::store::model::*;
-
-fn words(statuses: &[Status]) -> Vec<String> {
-    statuses.iter().map(|s| s.as_str().to_string()).collect()
-}
 
 impl PgStore {
     pub(super) async fn replay_deliveries(
@@ -19,26 +16,19 @@ impl PgStore {
         let now = now_ms();
         let mut tx = self.relaxed.begin().await?;
         // The deliveries selected, before the delivered ones are set aside.
-        let (ids, missing): (Vec<i64>, Vec<i64>) = match selection {
+        let ids: Vec<i64> = match selection {
             Selection::Ids(asked) => {
-                let found: Vec<i64> =
-                    sqlx::query_scalar("SELECT id FROM deliveries WHERE id = ANY($1)")
-                        .bind(asked)
-                        .fetch_all(&mut *tx)
-                        .await?;
-                let missing = asked
-                    .iter()
-                    .filter(|id| !found.contains(id))
-                    .copied()
-                    .collect();
-                (found, missing)
+                sqlx::query_scalar("SELECT id FROM deliveries WHERE id = ANY($1)")
+                    .bind(asked)
+                    .fetch_all(&mut *tx)
+                    .await?
             }
             Selection::Matching {
                 status,
                 destination,
                 since,
             } => {
-                let found: Vec<i64> = sqlx::query_scalar(
+                sqlx::query_scalar(
                     "SELECT id FROM deliveries
                      WHERE ($1::text IS NULL OR status = $1) AND ($2::text IS NULL OR destination = $2)
                        AND ($3::bigint IS NULL OR updated_at >= $3)",
@@ -47,8 +37,7 @@ impl PgStore {
                 .bind(destination)
                 .bind(since)
                 .fetch_all(&mut *tx)
-                .await?;
-                (found, Vec::new())
+                .await?
             }
         };
         let skipped_delivered: i64 = if force {
@@ -76,8 +65,8 @@ impl PgStore {
         tx.commit().await?;
         Ok(Replayed {
             replayed,
-            missing,
-            skipped_delivered: u64::try_from(skipped_delivered).unwrap_or(0),
+            missing: assemble::missing(selection, &ids),
+            skipped_delivered: total(skipped_delivered),
         })
     }
 
@@ -86,20 +75,15 @@ impl PgStore {
         destination: &str,
         statuses: &[Status],
     ) -> Result<u64, StoreError> {
-        // Only waiting work can be cancelled; a claim in flight loses its token, so its attempt
-        // is not recorded over the cancellation.
-        let waiting: Vec<Status> = statuses
-            .iter()
-            .copied()
-            .filter(|s| s.is_waiting())
-            .collect();
+        // A claim in flight loses its token, so its attempt is not recorded over the
+        // cancellation.
         let done = sqlx::query(
             "UPDATE deliveries SET status = 'cancelled', updated_at = $3, lease_owner = NULL,
                  lease_expires_at = NULL, lease_token = NULL, claimed_at = NULL
              WHERE destination = $1 AND status = ANY($2)",
         )
         .bind(destination)
-        .bind(words(&waiting))
+        .bind(assemble::cancellable(statuses))
         .bind(now_ms())
         .execute(&self.relaxed)
         .await?;
@@ -122,7 +106,7 @@ impl PgStore {
     ) -> Result<Forgotten, StoreError> {
         let participation_id = super::text(participation_id);
         let mut tx = self.durable.begin().await?;
-        let counts = sqlx::query(
+        let counts = sqlx::query_as(
             "SELECT COUNT(DISTINCT n.id) AS notifications, COUNT(DISTINCT d.id) AS deliveries,
                     COUNT(a.id) AS attempts
              FROM notifications n
@@ -133,11 +117,7 @@ impl PgStore {
         .bind(&participation_id)
         .fetch_one(&mut *tx)
         .await?;
-        let forgotten = Forgotten {
-            notifications: total(&counts, "notifications")?,
-            deliveries: total(&counts, "deliveries")?,
-            attempts: total(&counts, "attempts")?,
-        };
+        let forgotten = assemble::forgotten(counts);
         // Deliveries and attempts go with their notification (ON DELETE CASCADE).
         sqlx::query("DELETE FROM notifications WHERE participation_id = $1")
             .bind(&participation_id)
@@ -166,16 +146,10 @@ impl PgStore {
         statuses: &[Status],
         before: i64,
     ) -> Result<u64, StoreError> {
-        // Waiting work is never purged, whatever is asked.
-        let finished: Vec<Status> = statuses
-            .iter()
-            .copied()
-            .filter(|s| !s.is_waiting())
-            .collect();
         let mut tx = self.relaxed.begin().await?;
         let gone = sqlx::query("DELETE FROM deliveries WHERE status = ANY($2) AND updated_at < $1")
             .bind(before)
-            .bind(words(&finished))
+            .bind(assemble::purgeable(statuses))
             .execute(&mut *tx)
             .await?
             .rows_affected();

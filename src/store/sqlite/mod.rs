@@ -12,12 +12,12 @@ use std::time::Duration;
 
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Connection as _, Row, SqlSafeStr};
 use tokio::sync::{mpsc, oneshot};
 
+use super::assemble::{count, state_from_text, total};
 use super::model::*;
 use super::{Schema, Store, StoreError};
 
@@ -159,48 +159,6 @@ impl SqliteStore {
     }
 }
 
-fn state_from_text(text: Option<String>) -> Option<serde_json::Value> {
-    text.and_then(|t| serde_json::from_str(&t).ok())
-}
-
-/// A stored word as its enum; an unknown one is a decoding error, not a guess.
-fn word<T: std::str::FromStr<Err = UnknownWord>>(
-    row: &SqliteRow,
-    column: &str,
-) -> Result<T, sqlx::Error> {
-    row.try_get::<String, _>(column)?
-        .parse()
-        .map_err(|e: UnknownWord| sqlx::Error::Decode(Box::new(e)))
-}
-
-/// A count column as u32 (attempt numbers), saturating.
-fn count(row: &SqliteRow, column: &str) -> Result<u32, sqlx::Error> {
-    Ok(row
-        .try_get::<i64, _>(column)?
-        .try_into()
-        .unwrap_or(u32::MAX))
-}
-
-fn delivery_row(row: &SqliteRow) -> Result<DeliveryRow, sqlx::Error> {
-    Ok(DeliveryRow {
-        id: row.try_get("id")?,
-        notification_id: row.try_get("notification_id")?,
-        participation_id: row.try_get("participation_id")?,
-        source: row.try_get("source")?,
-        destination: row.try_get("destination")?,
-        status: word(row, "status")?,
-        attempts: count(row, "attempts")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        last_error: row.try_get("last_error")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
-}
-
-const DELIVERY_COLUMNS: &str =
-    "d.id, d.notification_id, n.participation_id, n.source, d.destination, d.status,
-     d.attempts, d.next_attempt_at, d.last_error, d.created_at, d.updated_at";
-
 #[async_trait::async_trait]
 impl Store for SqliteStore {
     async fn accept(&self, incoming: Incoming) -> Result<Accepted, StoreError> {
@@ -286,8 +244,8 @@ impl Store for SqliteStore {
                 notification_id,
                 participation_id,
                 destination: destination.to_string(),
-                attempts: count(&row, "attempts")?,
-                retry_base: count(&row, "retry_base")?,
+                attempts: count(row.try_get("attempts")?),
+                retry_base: count(row.try_get("retry_base")?),
                 state: state_from_text(row.try_get("state")?),
                 body,
                 received_at,
@@ -361,10 +319,7 @@ impl Store for SqliteStore {
         )
         .fetch_all(&self.reader)
         .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(d, n)| (d, u64::try_from(n).unwrap_or(0)))
-            .collect())
+        Ok(rows.into_iter().map(|(d, n)| (d, total(n))).collect())
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -1,18 +1,15 @@
 //! What operators change: replay (due now again), cancel, forget (erasure), purge.
 
-use sqlx::{Connection as _, Row};
+use sqlx::Connection as _;
 
 use super::{Durability, SqliteStore};
 use crate::store::StoreError;
+use crate::store::assemble::{self, total};
 use crate::store::model::*;
 
 /// A list of words or ids as one JSON parameter (`json_each`).
 fn json_list<T: serde::Serialize>(items: &[T]) -> String {
     serde_json::to_string(items).unwrap_or_else(|_| "[]".into())
-}
-
-fn words(statuses: &[Status]) -> String {
-    json_list(&statuses.iter().map(|s| s.as_str()).collect::<Vec<_>>())
 }
 
 impl SqliteStore {
@@ -25,27 +22,21 @@ impl SqliteStore {
         let mut conn = self.writer.acquire(Durability::Os).await?;
         let mut tx = conn.begin().await?;
         // The deliveries selected, before the delivered ones are set aside.
-        let (ids, missing): (Vec<i64>, Vec<i64>) = match selection {
+        let ids: Vec<i64> = match selection {
             Selection::Ids(asked) => {
-                let found: Vec<i64> = sqlx::query_scalar(
+                sqlx::query_scalar(
                     "SELECT id FROM deliveries WHERE id IN (SELECT value FROM json_each(?1))",
                 )
                 .bind(json_list(asked))
                 .fetch_all(&mut *tx)
-                .await?;
-                let missing = asked
-                    .iter()
-                    .filter(|id| !found.contains(id))
-                    .copied()
-                    .collect();
-                (found, missing)
+                .await?
             }
             Selection::Matching {
                 status,
                 destination,
                 since,
             } => {
-                let found: Vec<i64> = sqlx::query_scalar(
+                sqlx::query_scalar(
                     "SELECT id FROM deliveries
                      WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR destination = ?2)
                        AND (?3 IS NULL OR updated_at >= ?3)",
@@ -54,8 +45,7 @@ impl SqliteStore {
                 .bind(destination)
                 .bind(since)
                 .fetch_all(&mut *tx)
-                .await?;
-                (found, Vec::new())
+                .await?
             }
         };
         let skipped_delivered: i64 = if force {
@@ -85,8 +75,8 @@ impl SqliteStore {
         tx.commit().await?;
         Ok(Replayed {
             replayed,
-            missing,
-            skipped_delivered: u64::try_from(skipped_delivered).unwrap_or(0),
+            missing: assemble::missing(selection, &ids),
+            skipped_delivered: total(skipped_delivered),
         })
     }
 
@@ -95,20 +85,15 @@ impl SqliteStore {
         destination: &str,
         statuses: &[Status],
     ) -> Result<u64, StoreError> {
-        // Only waiting work can be cancelled; a claim in flight loses its token, so its attempt
-        // is not recorded over the cancellation.
-        let waiting: Vec<Status> = statuses
-            .iter()
-            .copied()
-            .filter(|s| s.is_waiting())
-            .collect();
+        // A claim in flight loses its token, so its attempt is not recorded over the
+        // cancellation.
         let done = sqlx::query(
             "UPDATE deliveries SET status = 'cancelled', updated_at = ?3, lease_owner = NULL,
                  lease_expires_at = NULL, lease_token = NULL, claimed_at = NULL
              WHERE destination = ?1 AND status IN (SELECT value FROM json_each(?2))",
         )
         .bind(destination)
-        .bind(words(&waiting))
+        .bind(json_list(&assemble::cancellable(statuses)))
         .bind(now_ms())
         .execute(&mut *self.writer.acquire(Durability::Os).await?)
         .await?;
@@ -121,7 +106,7 @@ impl SqliteStore {
     ) -> Result<Forgotten, StoreError> {
         let mut conn = self.writer.acquire(Durability::Fsync).await?;
         let mut tx = conn.begin().await?;
-        let counts = sqlx::query(
+        let counts = sqlx::query_as(
             "SELECT COUNT(DISTINCT n.id) AS notifications, COUNT(DISTINCT d.id) AS deliveries,
                     COUNT(a.id) AS attempts
              FROM notifications n
@@ -132,14 +117,7 @@ impl SqliteStore {
         .bind(participation_id)
         .fetch_one(&mut *tx)
         .await?;
-        let n = |c: &str| -> Result<u64, sqlx::Error> {
-            Ok(u64::try_from(counts.try_get::<i64, _>(c)?).unwrap_or(0))
-        };
-        let forgotten = Forgotten {
-            notifications: n("notifications")?,
-            deliveries: n("deliveries")?,
-            attempts: n("attempts")?,
-        };
+        let forgotten = assemble::forgotten(counts);
         // Deliveries and attempts go with their notification (ON DELETE CASCADE); with
         // secure_delete on, the freed bytes are overwritten.
         sqlx::query("DELETE FROM notifications WHERE participation_id = ?1")
@@ -169,12 +147,6 @@ impl SqliteStore {
         statuses: &[Status],
         before: i64,
     ) -> Result<u64, StoreError> {
-        // Waiting work is never purged, whatever is asked.
-        let finished: Vec<Status> = statuses
-            .iter()
-            .copied()
-            .filter(|s| !s.is_waiting())
-            .collect();
         let mut conn = self.writer.acquire(Durability::Os).await?;
         let mut tx = conn.begin().await?;
         let gone = sqlx::query(
@@ -182,7 +154,7 @@ impl SqliteStore {
              WHERE status IN (SELECT value FROM json_each(?2)) AND updated_at < ?1",
         )
         .bind(before)
-        .bind(words(&finished))
+        .bind(json_list(&assemble::purgeable(statuses)))
         .execute(&mut *tx)
         .await?
         .rows_affected();

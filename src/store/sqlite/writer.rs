@@ -14,6 +14,7 @@ use sqlx::{Connection as _, Sqlite, SqliteConnection};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::store::StoreError;
+use crate::store::assemble::attempt_json;
 use crate::store::model::*;
 
 /// The most jobs that share one transaction.
@@ -281,28 +282,10 @@ async fn record(conn: &mut SqliteConnection, attempts: &[AttemptLog]) -> Result<
         return Ok(());
     }
     let now = now_ms();
+    // SQLite keeps any text as it is.
     let rows: Vec<serde_json::Value> = attempts
         .iter()
-        .map(|a| {
-            let next_at = match a.next {
-                Next::RetryAt(at) => at,
-                Next::Delivered | Next::Dead => now,
-            };
-            json!({
-                "id": a.delivery_id,
-                "lease": a.lease,
-                "number": a.number,
-                "started_at": a.started_at,
-                "duration_ms": a.duration_ms,
-                "outcome": a.next.outcome().as_str(),
-                "status_code": a.status_code,
-                "error": a.error,
-                "response": a.response,
-                "state": a.state.as_ref().map(|s| s.to_string()),
-                "status": a.next.status().as_str(),
-                "next_at": next_at,
-            })
-        })
+        .map(|a| attempt_json(a, now, str::to_owned))
         .collect();
     let batch = serde_json::Value::from(rows).to_string();
     // Only the claim's holder records: an attempt that outlived its lease, taken over since,
