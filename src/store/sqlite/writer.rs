@@ -1,17 +1,19 @@
 //! The one writer. SQLite takes one write at a time, and every statement through sqlx is a hop
 //! to its connection thread, so writes are grouped: whatever accepts and attempt records wait
-//! while a transaction runs go into the next one, each kind in a fixed number of statements
-//! whatever the count (the rows travel as one JSON array). A transaction holding an accept is
-//! fsynced before anyone is answered; one holding only records is not (see [`Durability`]).
+//! while a transaction runs go into the next one, each kind in a few statements whatever the
+//! count (accepts as bound values, up to 128 rows a statement; records as one JSON array). A
+//! transaction holding an accept is fsynced before anyone is answered; one holding only
+//! records is not (see [`Durability`]).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde_json::json;
 use sqlx::pool::PoolConnection;
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Connection as _, Sqlite, SqliteConnection};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::store::StoreError;
 use crate::store::assemble::attempt_json;
@@ -32,9 +34,19 @@ pub(super) enum Durability {
 }
 
 /// The single writer connection, and the `synchronous` mode it was last set to.
+///
+/// The writer task keeps the connection from one transaction to the next while no one else
+/// asks for it: sqlx pings a connection each time it goes back to the pool (a round trip to
+/// its thread, about half a millisecond under load), which would otherwise be paid by every
+/// group. Anyone else ([`Writer::acquire`]: claims, operators' changes, purges) says so, and
+/// the writer task lets go after its current transaction.
 pub(super) struct Writer {
     pool: SqlitePool,
     mode: Mutex<Option<Durability>>,
+    /// How many besides the writer task are waiting for the connection.
+    wanted: AtomicUsize,
+    /// Rung when someone starts waiting.
+    asked: Notify,
 }
 
 impl Writer {
@@ -42,6 +54,8 @@ impl Writer {
         Writer {
             pool,
             mode: Mutex::new(None),
+            wanted: AtomicUsize::new(0),
+            asked: Notify::new(),
         }
     }
 
@@ -53,17 +67,35 @@ impl Writer {
         *self.mode.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The connection, set to the durability the next transaction needs. Each write states its
-    /// own, so a failure between two writes can never leave accepts undurable.
-    ///
-    /// A COMMIT that failed (a full disk, an unwritable file) leaves its transaction open, in
-    /// SQLite and in sqlx's count: later writes on that connection would nest in it and never
-    /// be committed. Such a connection is closed, and a fresh one opened in its place.
+    /// The connection, set to the durability the next transaction needs, for anyone but the
+    /// writer task. Each write states its own, so a failure between two writes can never leave
+    /// accepts undurable.
     pub async fn acquire(
         &self,
         durability: Durability,
     ) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
-        let mut conn = self.pool.acquire().await?;
+        self.wanted.fetch_add(1, Ordering::SeqCst);
+        self.asked.notify_one();
+        let conn = self.pool.acquire().await;
+        self.wanted.fetch_sub(1, Ordering::SeqCst);
+        self.prepare(conn?, durability).await
+    }
+
+    /// Whether someone besides the writer task waits for the connection.
+    fn wanted(&self) -> bool {
+        self.wanted.load(Ordering::SeqCst) > 0
+    }
+
+    /// `conn`, set to `durability`.
+    ///
+    /// A COMMIT that failed (a full disk, an unwritable file) leaves its transaction open, in
+    /// SQLite and in sqlx's count: later writes on that connection would nest in it and never
+    /// be committed. Such a connection is closed, and a fresh one opened in its place.
+    async fn prepare(
+        &self,
+        mut conn: PoolConnection<Sqlite>,
+        durability: Durability,
+    ) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
         if !conn.is_in_transaction() {
             if self.mode() == Some(durability) {
                 return Ok(conn);
@@ -108,9 +140,25 @@ pub(super) enum Job {
 
 /// Takes every waiting job, runs them in one transaction, answers each. A transaction that
 /// fails is retried job by job, so one bad item fails only itself.
-pub(super) async fn run(writer: std::sync::Arc<Writer>, mut rx: mpsc::Receiver<Job>) {
+pub(super) async fn run(writer: Arc<Writer>, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(GROUP_MAX);
-    while rx.recv_many(&mut jobs, GROUP_MAX).await > 0 {
+    // The connection, kept between transactions until someone else asks for it.
+    let mut held: Option<PoolConnection<Sqlite>> = None;
+    loop {
+        let got = if held.is_some() {
+            tokio::select! {
+                n = rx.recv_many(&mut jobs, GROUP_MAX) => n,
+                () = writer.asked.notified() => {
+                    held = None;
+                    continue;
+                }
+            }
+        } else {
+            rx.recv_many(&mut jobs, GROUP_MAX).await
+        };
+        if got == 0 {
+            return;
+        }
         let mut accepts = Vec::new();
         let mut accept_replies = Vec::new();
         let mut records = Vec::new();
@@ -128,7 +176,7 @@ pub(super) async fn run(writer: std::sync::Arc<Writer>, mut rx: mpsc::Receiver<J
             }
         }
         let all_records: Vec<AttemptLog> = records.iter().flatten().cloned().collect();
-        match write(&writer, &accepts, &all_records).await {
+        match write(&writer, &mut held, &accepts, &all_records).await {
             Ok(results) => {
                 for (reply, result) in accept_replies.into_iter().zip(results) {
                     let _ = reply.send(Ok(result));
@@ -146,22 +194,28 @@ pub(super) async fn run(writer: std::sync::Arc<Writer>, mut rx: mpsc::Receiver<J
             }
             Err(_) => {
                 for (item, reply) in accepts.iter().zip(accept_replies) {
-                    let result = write(&writer, std::slice::from_ref(item), &[])
+                    let result = write(&writer, &mut held, std::slice::from_ref(item), &[])
                         .await
                         .map(|mut r| r.remove(0));
                     let _ = reply.send(result);
                 }
                 for (attempts, reply) in records.iter().zip(record_replies) {
-                    let _ = reply.send(write(&writer, &[], attempts).await.map(|_| ()));
+                    let result = write(&writer, &mut held, &[], attempts).await;
+                    let _ = reply.send(result.map(|_| ()));
                 }
             }
+        }
+        if writer.wanted() {
+            held = None;
         }
     }
 }
 
-/// One transaction: the accepts, then the records.
+/// One transaction: the accepts, then the records, on the held connection (taken from the pool
+/// if none is held). The connection stays held unless the transaction failed.
 async fn write(
     writer: &Writer,
+    held: &mut Option<PoolConnection<Sqlite>>,
     accepts: &[Incoming],
     records: &[AttemptLog],
 ) -> Result<Vec<Accepted>, StoreError> {
@@ -170,12 +224,37 @@ async fn write(
     } else {
         Durability::Fsync
     };
-    let mut conn = writer.acquire(durability).await?;
+    let conn = match held.take() {
+        Some(conn) => conn,
+        None => writer.pool.acquire().await?,
+    };
+    let mut conn = writer.prepare(conn, durability).await?;
     let mut tx = conn.begin().await?;
     let accepted = accept(&mut tx, accepts).await?;
     record(&mut tx, records).await?;
     tx.commit().await?;
+    *held = Some(conn);
     Ok(accepted)
+}
+
+/// The most rows one statement carries.
+const ROWS_MAX: usize = 128;
+
+/// `count` rows cut into statements: each chunk's rows, and the size of the statement that
+/// carries them, a power of two padded with rows of NULLs the statement skips. So a handful of
+/// statement texts serve every group size, each prepared once and kept in sqlx's cache, and
+/// the rows travel as bound values, not as a JSON text to escape and parse again.
+fn chunks(count: usize) -> impl Iterator<Item = (std::ops::Range<usize>, usize)> {
+    (0..count).step_by(ROWS_MAX).map(move |start| {
+        let end = (start + ROWS_MAX).min(count);
+        (start..end, (end - start).next_power_of_two())
+    })
+}
+
+/// `(?, ?, ?), (?, ?, ?)` for `rows` rows of `columns` values.
+fn placeholders(rows: usize, columns: usize) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    vec![row; rows].join(", ")
 }
 
 /// (source, participation id, body hash): what makes a notification a duplicate.
@@ -190,26 +269,38 @@ async fn accept(
     if items.is_empty() {
         return Ok(Vec::new());
     }
-    let rows: Vec<serde_json::Value> = items
-        .iter()
-        .map(|i| {
-            json!({
-                "source": i.source, "pid": i.participation_id, "format": i.format,
-                "sha": i.body_sha256, "body": i.body, "at": i.received_at,
-            })
-        })
-        .collect();
-    let inserted: Vec<(i64, String, String, String)> = sqlx::query_as(
-        "INSERT INTO notifications (source, participation_id, format, body_sha256, body, received_at)
-         SELECT value ->> 'source', value ->> 'pid', value ->> 'format', value ->> 'sha',
-                value ->> 'body', value ->> 'at'
-         FROM json_each(?1) WHERE true
-         ON CONFLICT (source, participation_id, body_sha256) DO NOTHING
-         RETURNING id, source, participation_id, body_sha256",
-    )
-    .bind(serde_json::Value::from(rows).to_string())
-    .fetch_all(&mut *conn)
-    .await?;
+    let mut inserted: Vec<(i64, String, String, String)> = Vec::with_capacity(items.len());
+    for (chunk, class) in chunks(items.len()) {
+        let rows = &items[chunk];
+        let sql = format!(
+            "INSERT INTO notifications (source, participation_id, format, body_sha256, body, received_at)
+             SELECT column1, column2, column3, column4, column5, column6 FROM (VALUES {})
+             WHERE column1 IS NOT NULL
+             ON CONFLICT (source, participation_id, body_sha256) DO NOTHING
+             RETURNING id, source, participation_id, body_sha256",
+            placeholders(class, 6)
+        );
+        let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
+        for i in rows {
+            query = query
+                .bind(i.source.as_str())
+                .bind(i.participation_id.as_str())
+                .bind(i.format)
+                .bind(i.body_sha256.as_str())
+                .bind(i.body.as_str())
+                .bind(i.received_at);
+        }
+        for _ in rows.len()..class {
+            query = query
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<&str>)
+                .bind(None::<i64>);
+        }
+        inserted.extend(query.fetch_all(&mut *conn).await?);
+    }
     let mut new: HashMap<Key, i64> = inserted
         .into_iter()
         .map(|(id, s, p, h)| ((s, p, h), id))
@@ -249,7 +340,7 @@ async fn accept(
         // The first of a batch's copies is new; any later copy is its duplicate.
         if let Some(id) = new.remove(&k) {
             for destination in &item.destinations {
-                deliveries.push(json!({"id": id, "dest": destination, "at": item.received_at}));
+                deliveries.push((id, destination, item.received_at));
             }
             known.insert(k, id);
             out.push(Accepted::New {
@@ -263,15 +354,22 @@ async fn accept(
             out.push(Accepted::Duplicate { notification: id });
         }
     }
-    if !deliveries.is_empty() {
-        sqlx::query(
+    for (chunk, class) in chunks(deliveries.len()) {
+        let rows = &deliveries[chunk];
+        let sql = format!(
             "INSERT INTO deliveries (notification_id, destination, status, attempts, next_attempt_at, created_at, updated_at)
-             SELECT value ->> 'id', value ->> 'dest', 'pending', 0, value ->> 'at', value ->> 'at', value ->> 'at'
-             FROM json_each(?1)",
-        )
-        .bind(serde_json::Value::from(deliveries).to_string())
-        .execute(&mut *conn)
-        .await?;
+             SELECT column1, column2, 'pending', 0, column3, column3, column3 FROM (VALUES {})
+             WHERE column1 IS NOT NULL",
+            placeholders(class, 3)
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (id, destination, at) in rows {
+            query = query.bind(*id).bind(destination.as_str()).bind(*at);
+        }
+        for _ in rows.len()..class {
+            query = query.bind(None::<i64>).bind(None::<&str>).bind(None::<i64>);
+        }
+        query.execute(&mut *conn).await?;
     }
     Ok(out)
 }
@@ -332,4 +430,20 @@ async fn record(conn: &mut SqliteConnection, attempts: &[AttemptLog]) -> Result<
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_are_cut_into_a_few_statement_sizes() {
+        let cut = |n| chunks(n).collect::<Vec<_>>();
+        assert!(cut(0).is_empty());
+        assert_eq!(cut(1), [(0..1, 1)]);
+        assert_eq!(cut(5), [(0..5, 8)]);
+        assert_eq!(cut(128), [(0..128, 128)]);
+        assert_eq!(cut(131), [(0..128, 128), (128..131, 4)]);
+        assert_eq!(placeholders(2, 3), "(?, ?, ?), (?, ?, ?)");
+    }
 }
