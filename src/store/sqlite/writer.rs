@@ -229,12 +229,54 @@ async fn write(
         None => writer.pool.acquire().await?,
     };
     let mut conn = writer.prepare(conn, durability).await?;
-    let mut tx = conn.begin().await?;
-    let accepted = accept(&mut tx, accepts).await?;
-    record(&mut tx, records).await?;
-    tx.commit().await?;
-    *held = Some(conn);
-    Ok(accepted)
+    let mut bracket = Bracket::default();
+    let written = async {
+        let accepted = accept(&mut conn, &mut bracket, accepts, records.is_empty()).await?;
+        record(&mut conn, &mut bracket, records).await?;
+        bracket.close(&mut conn).await?;
+        Ok::<_, StoreError>(accepted)
+    }
+    .await;
+    match written {
+        Ok(accepted) => {
+            *held = Some(conn);
+            Ok(accepted)
+        }
+        Err(e) => {
+            // sqlx does not know of a transaction our own statement began, so it may still be
+            // open here: closing the connection rolls it back, and the next write opens another.
+            conn.close_on_drop();
+            writer.set_mode(None);
+            Err(e)
+        }
+    }
+}
+
+/// BEGIN travels with a transaction's first statement and COMMIT with its last: each statement
+/// is a round trip to sqlx's SQLite thread, and on a machine whose cores doze between them a
+/// round trip costs more than a small group's work.
+#[derive(Default)]
+struct Bracket {
+    begun: bool,
+    committed: bool,
+}
+
+impl Bracket {
+    /// `sql`, opening the transaction if it is the first and closing it if it is the `last`.
+    fn wrap(&mut self, sql: &str, last: bool) -> String {
+        let begin = if self.begun { "" } else { "BEGIN IMMEDIATE; " };
+        self.begun = true;
+        self.committed = last;
+        format!("{begin}{sql}{}", if last { "; COMMIT" } else { "" })
+    }
+
+    /// Commits, unless the last statement did.
+    async fn close(self, conn: &mut SqliteConnection) -> Result<(), sqlx::Error> {
+        if self.begun && !self.committed {
+            sqlx::query("COMMIT").execute(conn).await?;
+        }
+        Ok(())
+    }
 }
 
 /// The most rows one statement carries.
@@ -260,25 +302,34 @@ fn placeholders(rows: usize, columns: usize) -> String {
 /// (source, participation id, body hash): what makes a notification a duplicate.
 type Key = (String, String, String);
 
-/// Stores notifications and their deliveries: two statements for any number (three when some
-/// are duplicates of earlier ones).
+/// Stores notifications and their deliveries: two statements for up to 128 of each (one more
+/// when some are duplicates of earlier ones). `last`: nothing follows in the transaction.
 async fn accept(
     conn: &mut SqliteConnection,
+    bracket: &mut Bracket,
     items: &[Incoming],
+    last: bool,
 ) -> Result<Vec<Accepted>, StoreError> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
+    let routed = items.iter().any(|i| !i.destinations.is_empty());
     let mut inserted: Vec<(i64, String, String, String)> = Vec::with_capacity(items.len());
-    for (chunk, class) in chunks(items.len()) {
+    let mut statements = chunks(items.len()).peekable();
+    while let Some((chunk, class)) = statements.next() {
         let rows = &items[chunk];
-        let sql = format!(
-            "INSERT INTO notifications (source, participation_id, format, body_sha256, body, received_at)
-             SELECT column1, column2, column3, column4, column5, column6 FROM (VALUES {})
-             WHERE column1 IS NOT NULL
-             ON CONFLICT (source, participation_id, body_sha256) DO NOTHING
-             RETURNING id, source, participation_id, body_sha256",
-            placeholders(class, 6)
+        let sql = bracket.wrap(
+            &format!(
+                "INSERT INTO notifications (source, participation_id, format, body_sha256, body, received_at)
+                 SELECT column1, column2, column3, column4, column5, column6 FROM (VALUES {})
+                 WHERE column1 IS NOT NULL
+                 ON CONFLICT (source, participation_id, body_sha256) DO NOTHING
+                 RETURNING id, source, participation_id, body_sha256",
+                placeholders(class, 6)
+            ),
+            // Routed nowhere: the duplicates' ids, if any, are read after the commit (a
+            // notification's id never changes).
+            last && !routed && statements.peek().is_none(),
         );
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
         for i in rows {
@@ -354,13 +405,17 @@ async fn accept(
             out.push(Accepted::Duplicate { notification: id });
         }
     }
-    for (chunk, class) in chunks(deliveries.len()) {
+    let mut statements = chunks(deliveries.len()).peekable();
+    while let Some((chunk, class)) = statements.next() {
         let rows = &deliveries[chunk];
-        let sql = format!(
-            "INSERT INTO deliveries (notification_id, destination, status, attempts, next_attempt_at, created_at, updated_at)
-             SELECT column1, column2, 'pending', 0, column3, column3, column3 FROM (VALUES {})
-             WHERE column1 IS NOT NULL",
-            placeholders(class, 3)
+        let sql = bracket.wrap(
+            &format!(
+                "INSERT INTO deliveries (notification_id, destination, status, attempts, next_attempt_at, created_at, updated_at)
+                 SELECT column1, column2, 'pending', 0, column3, column3, column3 FROM (VALUES {})
+                 WHERE column1 IS NOT NULL",
+                placeholders(class, 3)
+            ),
+            last && statements.peek().is_none(),
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for (id, destination, at) in rows {
@@ -374,8 +429,13 @@ async fn accept(
     Ok(out)
 }
 
-/// Records attempts and moves their deliveries on: three statements for any number.
-async fn record(conn: &mut SqliteConnection, attempts: &[AttemptLog]) -> Result<(), StoreError> {
+/// Records attempts and moves their deliveries on: one query of three statements for any
+/// number, the last of its transaction.
+async fn record(
+    conn: &mut SqliteConnection,
+    bracket: &mut Bracket,
+    attempts: &[AttemptLog],
+) -> Result<(), StoreError> {
     if attempts.is_empty() {
         return Ok(());
     }
@@ -386,21 +446,16 @@ async fn record(conn: &mut SqliteConnection, attempts: &[AttemptLog]) -> Result<
         .map(|a| attempt_json(a, now, str::to_owned))
         .collect();
     let batch = serde_json::Value::from(rows).to_string();
-    // Only the claim's holder records: an attempt that outlived its lease, taken over since,
-    // leaves no row and moves nothing.
-    sqlx::query(
+    let sql = bracket.wrap(
+        // Only the claim's holder records: an attempt that outlived its lease, taken over
+        // since, leaves no row and moves nothing. The counts per destination and hour are
+        // anonymous, for charts that outlive purge and erasure.
         "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, status_code, error, response)
          SELECT value ->> 'id', value ->> 'number', value ->> 'started_at', value ->> 'duration_ms',
                 value ->> 'outcome', value ->> 'status_code', value ->> 'error', value ->> 'response'
          FROM json_each(?1) JOIN deliveries d
-           ON d.id = value ->> 'id' AND d.lease_token = value ->> 'lease'",
-    )
-    .bind(&batch)
-    .execute(&mut *conn)
-    .await?;
-    // Anonymous counts per destination and hour, for charts that outlive purge and erasure.
-    sqlx::query(
-        "INSERT INTO attempt_counts (destination, hour, delivered, failed)
+           ON d.id = value ->> 'id' AND d.lease_token = value ->> 'lease';
+         INSERT INTO attempt_counts (destination, hour, delivered, failed)
          SELECT d.destination, (value ->> 'started_at') / 3600000,
                 SUM(value ->> 'outcome' = 'delivered'), SUM(value ->> 'outcome' != 'delivered')
          FROM json_each(?1) JOIN deliveries d
@@ -408,13 +463,8 @@ async fn record(conn: &mut SqliteConnection, attempts: &[AttemptLog]) -> Result<
          WHERE true
          GROUP BY 1, 2
          ON CONFLICT (destination, hour) DO UPDATE SET
-             delivered = delivered + excluded.delivered, failed = failed + excluded.failed",
-    )
-    .bind(&batch)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(
-        "UPDATE deliveries SET status = x.status, attempts = x.number, next_attempt_at = x.next_at,
+             delivered = delivered + excluded.delivered, failed = failed + excluded.failed;
+         UPDATE deliveries SET status = x.status, attempts = x.number, next_attempt_at = x.next_at,
              last_error = x.error, state = COALESCE(x.state, deliveries.state),
              lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, claimed_at = NULL,
              in_doubt_since = NULL, updated_at = ?2
@@ -424,11 +474,13 @@ async fn record(conn: &mut SqliteConnection, attempts: &[AttemptLog]) -> Result<
                FROM json_each(?1)) AS x
          -- A lease that expired and was claimed again belongs to the new attempt now.
          WHERE deliveries.id = x.id AND deliveries.lease_token = x.lease",
-    )
-    .bind(&batch)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
+        true,
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&batch)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
