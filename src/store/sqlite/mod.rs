@@ -10,11 +10,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::SqlSafeStr;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Connection as _, Row, SqlSafeStr};
 use tokio::sync::{mpsc, oneshot};
 
 use super::assemble::{count, state_from_text, total};
@@ -181,77 +181,60 @@ impl Store for SqliteStore {
         let now = now_ms();
         let expires = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         let token = crate::random::hex_token(16).map_err(|_| StoreError::Random)?;
-        // Two statements whatever the batch size: one writer serves accepts too.
-        let mut conn = self.writer.acquire(Durability::Os).await?;
-        let mut tx = conn.begin().await?;
-        let leased = sqlx::query(
-            "UPDATE deliveries SET lease_owner = ?1, lease_expires_at = ?2, lease_token = ?6,
-                 in_doubt_since = COALESCE(in_doubt_since, claimed_at), claimed_at = ?4
-             WHERE id IN (
-                 SELECT id FROM deliveries
-                 WHERE destination = ?3 AND status IN ('pending', 'retrying') AND next_attempt_at <= ?4
-                   AND (lease_expires_at IS NULL OR lease_expires_at <= ?4)
-                 ORDER BY next_attempt_at, id
-                 LIMIT ?5)
-             RETURNING id, notification_id, attempts, retry_base, state, in_doubt_since",
-        )
-        .bind(owner)
-        .bind(expires)
-        .bind(destination)
-        .bind(now)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(&token)
-        .fetch_all(&mut *tx)
-        .await?;
+        // The lease is taken by the writer, in a transaction it shares with accepts and records;
+        // the notifications are read here, on a reader (a notification never changes, and a
+        // leased delivery keeps its own).
+        let (reply, leased) = oneshot::channel();
+        let claim = writer::Claim {
+            destination: destination.to_string(),
+            limit: i64::try_from(limit).unwrap_or(i64::MAX),
+            owner: owner.to_string(),
+            now,
+            expires,
+            token: token.clone(),
+        };
+        self.jobs
+            .send(Job::Claim(claim, reply))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        let leased = leased.await.map_err(|_| StoreError::Closed)??;
         if leased.is_empty() {
-            tx.commit().await?;
             return Ok(Vec::new());
         }
-        let mut ids = Vec::with_capacity(leased.len());
-        for row in &leased {
-            ids.push(row.try_get::<i64, _>("notification_id")?);
-        }
-        let notifications = sqlx::query(
+        let ids: Vec<i64> = leased.iter().map(|l| l.1).collect();
+        let notifications: Vec<(i64, String, String, i64)> = sqlx::query_as(
             "SELECT id, participation_id, body, received_at FROM notifications
              WHERE id IN (SELECT value FROM json_each(?1))",
         )
         .bind(serde_json::Value::from(ids).to_string())
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.reader)
         .await?;
-        tx.commit().await?;
-        let mut by_id = std::collections::HashMap::with_capacity(notifications.len());
-        for n in notifications {
-            let body: String = n.try_get("body")?;
-            let id: i64 = n.try_get("id")?;
-            by_id.insert(
-                id,
-                (
-                    n.try_get::<String, _>("participation_id")?,
-                    Arc::<str>::from(body),
-                    n.try_get::<i64, _>("received_at")?,
-                ),
-            );
-        }
+        let by_id: std::collections::HashMap<i64, (String, Arc<str>, i64)> = notifications
+            .into_iter()
+            .map(|(id, participation_id, body, received_at)| {
+                (id, (participation_id, Arc::from(body), received_at))
+            })
+            .collect();
         let mut out = Vec::with_capacity(leased.len());
-        for row in leased {
-            let notification_id: i64 = row.try_get("notification_id")?;
-            // Foreign keys guarantee the notification; a miss would be a bug, not a reason to stop.
+        for (delivery_id, notification_id, attempts, retry_base, state, in_doubt_since) in leased {
+            // Foreign keys guarantee the notification; a miss (erased meanwhile) is skipped, and
+            // its delivery went with it.
             let Some((participation_id, body, received_at)) = by_id.get(&notification_id).cloned()
             else {
                 continue;
             };
             out.push(Claimed {
-                delivery_id: row.try_get("id")?,
+                delivery_id,
                 notification_id,
                 participation_id,
                 destination: destination.to_string(),
-                attempts: count(row.try_get("attempts")?),
-                retry_base: count(row.try_get("retry_base")?),
-                state: state_from_text(row.try_get("state")?),
+                attempts: count(attempts),
+                retry_base: count(retry_base),
+                state: state_from_text(state),
                 body,
                 received_at,
                 lease: token.clone(),
-                in_doubt_since: row.try_get("in_doubt_since")?,
+                in_doubt_since,
             });
         }
         out.sort_by_key(|c| c.delivery_id);

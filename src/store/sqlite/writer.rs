@@ -136,6 +136,38 @@ async fn set_synchronous(
 pub(super) enum Job {
     Accept(Incoming, oneshot::Sender<Result<Accepted, StoreError>>),
     Record(Vec<AttemptLog>, oneshot::Sender<Result<(), StoreError>>),
+    Claim(Claim, oneshot::Sender<Result<Vec<Leased>, StoreError>>),
+}
+
+/// A claim of up to `limit` due deliveries of `destination`, leased to `owner` until `expires`
+/// under `token`.
+pub(super) struct Claim {
+    pub destination: String,
+    pub limit: i64,
+    pub owner: String,
+    pub now: i64,
+    pub expires: i64,
+    pub token: String,
+}
+
+/// A leased delivery: `id, notification_id, attempts, retry_base, state, in_doubt_since`.
+pub(super) type Leased = (i64, i64, i64, i64, Option<String>, Option<i64>);
+
+/// The jobs of one transaction, and where each answer goes.
+#[derive(Default)]
+struct Group {
+    accepts: Vec<Incoming>,
+    accept_replies: Vec<oneshot::Sender<Result<Accepted, StoreError>>>,
+    records: Vec<Vec<AttemptLog>>,
+    record_replies: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    claims: Vec<Claim>,
+    claim_replies: Vec<oneshot::Sender<Result<Vec<Leased>, StoreError>>>,
+}
+
+impl Group {
+    fn len(&self) -> usize {
+        self.accepts.len() + self.records.len() + self.claims.len()
+    }
 }
 
 /// Takes every waiting job, runs them in one transaction, answers each. A transaction that
@@ -159,49 +191,69 @@ pub(super) async fn run(writer: Arc<Writer>, mut rx: mpsc::Receiver<Job>) {
         if got == 0 {
             return;
         }
-        let mut accepts = Vec::new();
-        let mut accept_replies = Vec::new();
-        let mut records = Vec::new();
-        let mut record_replies = Vec::new();
+        let mut group = Group::default();
         for job in jobs.drain(..) {
             match job {
                 Job::Accept(item, reply) => {
-                    accepts.push(item);
-                    accept_replies.push(reply);
+                    group.accepts.push(item);
+                    group.accept_replies.push(reply);
                 }
                 Job::Record(attempts, reply) => {
-                    records.push(attempts);
-                    record_replies.push(reply);
+                    group.records.push(attempts);
+                    group.record_replies.push(reply);
+                }
+                Job::Claim(claim, reply) => {
+                    group.claims.push(claim);
+                    group.claim_replies.push(reply);
                 }
             }
         }
-        let all_records: Vec<AttemptLog> = records.iter().flatten().cloned().collect();
-        match write(&writer, &mut held, &accepts, &all_records).await {
-            Ok(results) => {
-                for (reply, result) in accept_replies.into_iter().zip(results) {
+        let all_records: Vec<AttemptLog> = group.records.iter().flatten().cloned().collect();
+        let result = write(
+            &writer,
+            &mut held,
+            &group.accepts,
+            &all_records,
+            &group.claims,
+        )
+        .await;
+        match result {
+            Ok((accepted, leased)) => {
+                for (reply, result) in group.accept_replies.into_iter().zip(accepted) {
                     let _ = reply.send(Ok(result));
                 }
-                for reply in record_replies {
+                for reply in group.record_replies {
                     let _ = reply.send(Ok(()));
                 }
+                for (reply, rows) in group.claim_replies.into_iter().zip(leased) {
+                    let _ = reply.send(Ok(rows));
+                }
             }
-            Err(e) if accepts.len() + records.len() <= 1 => {
-                if let Some(reply) = accept_replies.into_iter().next() {
+            Err(e) if group.len() <= 1 => {
+                if let Some(reply) = group.accept_replies.pop() {
                     let _ = reply.send(Err(e));
-                } else if let Some(reply) = record_replies.into_iter().next() {
+                } else if let Some(reply) = group.record_replies.pop() {
+                    let _ = reply.send(Err(e));
+                } else if let Some(reply) = group.claim_replies.pop() {
                     let _ = reply.send(Err(e));
                 }
             }
             Err(_) => {
-                for (item, reply) in accepts.iter().zip(accept_replies) {
-                    let result = write(&writer, &mut held, std::slice::from_ref(item), &[])
+                for (item, reply) in group.accepts.iter().zip(group.accept_replies) {
+                    let result = write(&writer, &mut held, std::slice::from_ref(item), &[], &[])
                         .await
-                        .map(|mut r| r.remove(0));
+                        .map(|(mut r, _)| r.remove(0));
                     let _ = reply.send(result);
                 }
-                for (attempts, reply) in records.iter().zip(record_replies) {
-                    let result = write(&writer, &mut held, &[], attempts).await;
+                for (attempts, reply) in group.records.iter().zip(group.record_replies) {
+                    let result = write(&writer, &mut held, &[], attempts, &[]).await;
                     let _ = reply.send(result.map(|_| ()));
+                }
+                for (claim, reply) in group.claims.iter().zip(group.claim_replies) {
+                    let result = write(&writer, &mut held, &[], &[], std::slice::from_ref(claim))
+                        .await
+                        .map(|(_, mut l)| l.remove(0));
+                    let _ = reply.send(result);
                 }
             }
         }
@@ -211,14 +263,15 @@ pub(super) async fn run(writer: Arc<Writer>, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-/// One transaction: the accepts, then the records, on the held connection (taken from the pool
-/// if none is held). The connection stays held unless the transaction failed.
+/// One transaction: the accepts, the records, then the claims, on the held connection (taken
+/// from the pool if none is held). The connection stays held unless the transaction failed.
 async fn write(
     writer: &Writer,
     held: &mut Option<PoolConnection<Sqlite>>,
     accepts: &[Incoming],
     records: &[AttemptLog],
-) -> Result<Vec<Accepted>, StoreError> {
+    claims: &[Claim],
+) -> Result<(Vec<Accepted>, Vec<Vec<Leased>>), StoreError> {
     let durability = if accepts.is_empty() {
         Durability::Os
     } else {
@@ -231,10 +284,15 @@ async fn write(
     let mut conn = writer.prepare(conn, durability).await?;
     let mut bracket = Bracket::default();
     let written = async {
-        let accepted = accept(&mut conn, &mut bracket, accepts, records.is_empty()).await?;
-        record(&mut conn, &mut bracket, records).await?;
+        let last = records.is_empty() && claims.is_empty();
+        let accepted = accept(&mut conn, &mut bracket, accepts, last).await?;
+        record(&mut conn, &mut bracket, records, claims.is_empty()).await?;
+        let mut leased = Vec::with_capacity(claims.len());
+        for (i, c) in claims.iter().enumerate() {
+            leased.push(claim(&mut conn, &mut bracket, c, i + 1 == claims.len()).await?);
+        }
         bracket.close(&mut conn).await?;
-        Ok::<_, StoreError>(accepted)
+        Ok::<_, StoreError>((accepted, leased))
     }
     .await;
     match written {
@@ -430,11 +488,12 @@ async fn accept(
 }
 
 /// Records attempts and moves their deliveries on: one query of three statements for any
-/// number, the last of its transaction.
+/// number. `last`: nothing follows in the transaction.
 async fn record(
     conn: &mut SqliteConnection,
     bracket: &mut Bracket,
     attempts: &[AttemptLog],
+    last: bool,
 ) -> Result<(), StoreError> {
     if attempts.is_empty() {
         return Ok(());
@@ -474,7 +533,7 @@ async fn record(
                FROM json_each(?1)) AS x
          -- A lease that expired and was claimed again belongs to the new attempt now.
          WHERE deliveries.id = x.id AND deliveries.lease_token = x.lease",
-        true,
+        last,
     );
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(&batch)
@@ -482,6 +541,37 @@ async fn record(
         .execute(&mut *conn)
         .await?;
     Ok(())
+}
+
+/// Leases due deliveries of one destination, soonest first: one statement. Their
+/// notifications are read afterwards, off the writer (see `SqliteStore::claim_due`).
+async fn claim(
+    conn: &mut SqliteConnection,
+    bracket: &mut Bracket,
+    c: &Claim,
+    last: bool,
+) -> Result<Vec<Leased>, StoreError> {
+    let sql = bracket.wrap(
+        "UPDATE deliveries SET lease_owner = ?1, lease_expires_at = ?2, lease_token = ?6,
+             in_doubt_since = COALESCE(in_doubt_since, claimed_at), claimed_at = ?4
+         WHERE id IN (
+             SELECT id FROM deliveries
+             WHERE destination = ?3 AND status IN ('pending', 'retrying') AND next_attempt_at <= ?4
+               AND (lease_expires_at IS NULL OR lease_expires_at <= ?4)
+             ORDER BY next_attempt_at, id
+             LIMIT ?5)
+         RETURNING id, notification_id, attempts, retry_base, state, in_doubt_since",
+        last,
+    );
+    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(&c.owner)
+        .bind(c.expires)
+        .bind(&c.destination)
+        .bind(c.now)
+        .bind(c.limit)
+        .bind(&c.token)
+        .fetch_all(&mut *conn)
+        .await?)
 }
 
 #[cfg(test)]
