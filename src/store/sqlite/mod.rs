@@ -181,9 +181,8 @@ impl Store for SqliteStore {
         let now = now_ms();
         let expires = now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX));
         let token = crate::random::hex_token(16).map_err(|_| StoreError::Random)?;
-        // The lease is taken by the writer, in a transaction it shares with accepts and records;
-        // the notifications are read here, on a reader (a notification never changes, and a
-        // leased delivery keeps its own).
+        // The writer leases them, in a transaction it shares with the accepts and records that
+        // wait with the claim.
         let (reply, leased) = oneshot::channel();
         let claim = writer::Claim {
             destination: destination.to_string(),
@@ -197,18 +196,7 @@ impl Store for SqliteStore {
             .send(Job::Claim(claim, reply))
             .await
             .map_err(|_| StoreError::Closed)?;
-        let leased = leased.await.map_err(|_| StoreError::Closed)??;
-        if leased.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ids: Vec<i64> = leased.iter().map(|l| l.1).collect();
-        let notifications: Vec<(i64, String, String, i64)> = sqlx::query_as(
-            "SELECT id, participation_id, body, received_at FROM notifications
-             WHERE id IN (SELECT value FROM json_each(?1))",
-        )
-        .bind(serde_json::Value::from(ids).to_string())
-        .fetch_all(&self.reader)
-        .await?;
+        let (leased, notifications) = leased.await.map_err(|_| StoreError::Closed)??;
         let by_id: std::collections::HashMap<i64, (String, Arc<str>, i64)> = notifications
             .into_iter()
             .map(|(id, participation_id, body, received_at)| {
@@ -217,8 +205,7 @@ impl Store for SqliteStore {
             .collect();
         let mut out = Vec::with_capacity(leased.len());
         for (delivery_id, notification_id, attempts, retry_base, state, in_doubt_since) in leased {
-            // Foreign keys guarantee the notification; a miss (erased meanwhile) is skipped, and
-            // its delivery went with it.
+            // Foreign keys guarantee the notification; a miss would be a bug, not a reason to stop.
             let Some((participation_id, body, received_at)) = by_id.get(&notification_id).cloned()
             else {
                 continue;

@@ -136,7 +136,7 @@ async fn set_synchronous(
 pub(super) enum Job {
     Accept(Incoming, oneshot::Sender<Result<Accepted, StoreError>>),
     Record(Vec<AttemptLog>, oneshot::Sender<Result<(), StoreError>>),
-    Claim(Claim, oneshot::Sender<Result<Vec<Leased>, StoreError>>),
+    Claim(Claim, oneshot::Sender<Result<Leased, StoreError>>),
 }
 
 /// A claim of up to `limit` due deliveries of `destination`, leased to `owner` until `expires`
@@ -151,7 +151,13 @@ pub(super) struct Claim {
 }
 
 /// A leased delivery: `id, notification_id, attempts, retry_base, state, in_doubt_since`.
-pub(super) type Leased = (i64, i64, i64, i64, Option<String>, Option<i64>);
+pub(super) type Lease = (i64, i64, i64, i64, Option<String>, Option<i64>);
+
+/// A notification of leased deliveries: `id, participation_id, body, received_at`.
+pub(super) type Body = (i64, String, String, i64);
+
+/// What a claim leased, and the notifications those deliveries carry.
+pub(super) type Leased = (Vec<Lease>, Vec<Body>);
 
 /// The jobs of one transaction, and where each answer goes.
 #[derive(Default)]
@@ -161,7 +167,7 @@ struct Group {
     records: Vec<Vec<AttemptLog>>,
     record_replies: Vec<oneshot::Sender<Result<(), StoreError>>>,
     claims: Vec<Claim>,
-    claim_replies: Vec<oneshot::Sender<Result<Vec<Leased>, StoreError>>>,
+    claim_replies: Vec<oneshot::Sender<Result<Leased, StoreError>>>,
 }
 
 impl Group {
@@ -271,7 +277,7 @@ async fn write(
     accepts: &[Incoming],
     records: &[AttemptLog],
     claims: &[Claim],
-) -> Result<(Vec<Accepted>, Vec<Vec<Leased>>), StoreError> {
+) -> Result<(Vec<Accepted>, Vec<Leased>), StoreError> {
     let durability = if accepts.is_empty() {
         Durability::Os
     } else {
@@ -543,14 +549,14 @@ async fn record(
     Ok(())
 }
 
-/// Leases due deliveries of one destination, soonest first: one statement. Their
-/// notifications are read afterwards, off the writer (see `SqliteStore::claim_due`).
+/// Leases due deliveries of one destination, soonest first, and reads their notifications:
+/// two statements.
 async fn claim(
     conn: &mut SqliteConnection,
     bracket: &mut Bracket,
     c: &Claim,
     last: bool,
-) -> Result<Vec<Leased>, StoreError> {
+) -> Result<Leased, StoreError> {
     let sql = bracket.wrap(
         "UPDATE deliveries SET lease_owner = ?1, lease_expires_at = ?2, lease_token = ?6,
              in_doubt_since = COALESCE(in_doubt_since, claimed_at), claimed_at = ?4
@@ -563,7 +569,8 @@ async fn claim(
          RETURNING id, notification_id, attempts, retry_base, state, in_doubt_since",
         last,
     );
-    Ok(sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    // Nothing due: the transaction may already be closed, and there is nothing to read.
+    let leases: Vec<Lease> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(&c.owner)
         .bind(c.expires)
         .bind(&c.destination)
@@ -571,7 +578,21 @@ async fn claim(
         .bind(c.limit)
         .bind(&c.token)
         .fetch_all(&mut *conn)
-        .await?)
+        .await?;
+    if leases.is_empty() {
+        return Ok((leases, Vec::new()));
+    }
+    let ids: Vec<i64> = leases.iter().map(|l| l.1).collect();
+    // After a COMMIT the read stands alone: a notification never changes, and a leased
+    // delivery keeps its own.
+    let bodies = sqlx::query_as(
+        "SELECT id, participation_id, body, received_at FROM notifications
+         WHERE id IN (SELECT value FROM json_each(?1))",
+    )
+    .bind(serde_json::Value::from(ids).to_string())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok((leases, bodies))
 }
 
 #[cfg(test)]
