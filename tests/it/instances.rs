@@ -103,15 +103,7 @@ impl Instance {
 
     /// SIGTERM, and its exit status.
     async fn stop(mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let sent = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        tokio::task::spawn_blocking(move || child.wait().unwrap())
-            .await
-            .unwrap()
+        crate::support::terminate(self.child.take().unwrap()).await
     }
 }
 

@@ -1,9 +1,9 @@
 //! The one writer. SQLite takes one write at a time, and every statement through sqlx is a hop
-//! to its connection thread, so writes are grouped: whatever accepts and attempt records wait
-//! while a transaction runs go into the next one, each kind in a few statements whatever the
-//! count (accepts as bound values, up to 128 rows a statement; records as one JSON array). A
-//! transaction holding an accept is fsynced before anyone is answered; one holding only
-//! records is not (see [`Durability`]).
+//! to its connection thread, so writes are grouped: whatever accepts, attempt records and
+//! claims wait while a transaction runs go into the next one, each kind in a few statements
+//! whatever the count (accepts as bound values, up to 128 rows a statement; records as one JSON
+//! array; one statement and one read per claim). A transaction holding an accept is fsynced
+//! before anyone is answered; one holding only records and claims is not (see [`Durability`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -38,8 +38,9 @@ pub(super) enum Durability {
 /// The writer task keeps the connection from one transaction to the next while no one else
 /// asks for it: sqlx pings a connection each time it goes back to the pool (a round trip to
 /// its thread, about half a millisecond under load), which would otherwise be paid by every
-/// group. Anyone else ([`Writer::acquire`]: claims, operators' changes, purges) says so, and
-/// the writer task lets go after its current transaction.
+/// group. Anyone else ([`Writer::acquire`]: giving claims back, releasing leases at a stop,
+/// readiness probes, purges, operators' changes) says so, and the writer task lets go after
+/// its current transaction.
 pub(super) struct Writer {
     pool: SqlitePool,
     mode: Mutex<Option<Durability>>,
@@ -74,10 +75,10 @@ impl Writer {
         &self,
         durability: Durability,
     ) -> Result<PoolConnection<Sqlite>, sqlx::Error> {
-        self.wanted.fetch_add(1, Ordering::SeqCst);
+        let waiting = Waiting::new(&self.wanted);
         self.asked.notify_one();
         let conn = self.pool.acquire().await;
-        self.wanted.fetch_sub(1, Ordering::SeqCst);
+        drop(waiting);
         self.prepare(conn?, durability).await
     }
 
@@ -90,7 +91,9 @@ impl Writer {
     ///
     /// A COMMIT that failed (a full disk, an unwritable file) leaves its transaction open, in
     /// SQLite and in sqlx's count: later writes on that connection would nest in it and never
-    /// be committed. Such a connection is closed, and a fresh one opened in its place.
+    /// be committed. Such a connection is closed, and a fresh one opened in its place. (The
+    /// writer task's own transactions, which sqlx does not count, close their connection
+    /// themselves when they fail: see [`write`].)
     async fn prepare(
         &self,
         mut conn: PoolConnection<Sqlite>,
@@ -118,6 +121,23 @@ impl Writer {
         set_synchronous(&mut conn, durability).await?;
         self.set_mode(Some(durability));
         Ok(conn)
+    }
+}
+
+/// One caller counted as waiting for the connection, until dropped (also when its future is
+/// dropped mid-wait: a client gone, a stop), so the count never stays up.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Waiting<'a> {
+        count.fetch_add(1, Ordering::SeqCst);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -177,13 +197,16 @@ impl Group {
 }
 
 /// Takes every waiting job, runs them in one transaction, answers each. A transaction that
-/// fails is retried job by job, so one bad item fails only itself.
+/// fails is retried job by job, so one bad item fails only itself. (A transaction commits with
+/// its last statement, so a failed one committed nothing.)
 pub(super) async fn run(writer: Arc<Writer>, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(GROUP_MAX);
     // The connection, kept between transactions until someone else asks for it.
     let mut held: Option<PoolConnection<Sqlite>> = None;
     loop {
         let got = if held.is_some() {
+            // A ring whose caller already got the connection after the last group can be left
+            // over: it costs one needless hand-back, no more.
             tokio::select! {
                 n = rx.recv_many(&mut jobs, GROUP_MAX) => n,
                 () = writer.asked.notified() => {
@@ -248,7 +271,7 @@ pub(super) async fn run(writer: Arc<Writer>, mut rx: mpsc::Receiver<Job>) {
                 for (item, reply) in group.accepts.iter().zip(group.accept_replies) {
                     let result = write(&writer, &mut held, std::slice::from_ref(item), &[], &[])
                         .await
-                        .map(|(mut r, _)| r.remove(0));
+                        .and_then(|(r, _)| only(r));
                     let _ = reply.send(result);
                 }
                 for (attempts, reply) in group.records.iter().zip(group.record_replies) {
@@ -258,19 +281,25 @@ pub(super) async fn run(writer: Arc<Writer>, mut rx: mpsc::Receiver<Job>) {
                 for (claim, reply) in group.claims.iter().zip(group.claim_replies) {
                     let result = write(&writer, &mut held, &[], &[], std::slice::from_ref(claim))
                         .await
-                        .map(|(_, mut l)| l.remove(0));
+                        .and_then(|(_, l)| only(l));
                     let _ = reply.send(result);
                 }
             }
         }
-        if writer.wanted() {
-            held = None;
-        }
     }
 }
 
+/// The one answer of a transaction of one job.
+fn only<T>(answers: Vec<T>) -> Result<T, StoreError> {
+    answers
+        .into_iter()
+        .next()
+        .ok_or_else(|| StoreError::Inconsistent("a write gave no answer".into()))
+}
+
 /// One transaction: the accepts, the records, then the claims, on the held connection (taken
-/// from the pool if none is held). The connection stays held unless the transaction failed.
+/// from the pool if none is held). The connection stays held unless the transaction failed or
+/// someone else waits for it.
 async fn write(
     writer: &Writer,
     held: &mut Option<PoolConnection<Sqlite>>,
@@ -303,7 +332,9 @@ async fn write(
     .await;
     match written {
         Ok(accepted) => {
-            *held = Some(conn);
+            if !writer.wanted() {
+                *held = Some(conn);
+            }
             Ok(accepted)
         }
         Err(e) => {
@@ -367,7 +398,9 @@ fn placeholders(rows: usize, columns: usize) -> String {
 type Key = (String, String, String);
 
 /// Stores notifications and their deliveries: two statements for up to 128 of each (one more
-/// when some are duplicates of earlier ones). `last`: nothing follows in the transaction.
+/// when some are duplicates of earlier ones). `last`: nothing follows in the transaction, so
+/// the last delivery statement commits it (the notifications' statements never do: the
+/// duplicates' ids are read after them).
 async fn accept(
     conn: &mut SqliteConnection,
     bracket: &mut Bracket,
@@ -377,10 +410,8 @@ async fn accept(
     if items.is_empty() {
         return Ok(Vec::new());
     }
-    let routed = items.iter().any(|i| !i.destinations.is_empty());
     let mut inserted: Vec<(i64, String, String, String)> = Vec::with_capacity(items.len());
-    let mut statements = chunks(items.len()).peekable();
-    while let Some((chunk, class)) = statements.next() {
+    for (chunk, class) in chunks(items.len()) {
         let rows = &items[chunk];
         let sql = bracket.wrap(
             &format!(
@@ -391,9 +422,7 @@ async fn accept(
                  RETURNING id, source, participation_id, body_sha256",
                 placeholders(class, 6)
             ),
-            // Routed nowhere: the duplicates' ids, if any, are read after the commit (a
-            // notification's id never changes).
-            last && !routed && statements.peek().is_none(),
+            false,
         );
         let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql));
         for i in rows {
@@ -550,7 +579,8 @@ async fn record(
 }
 
 /// Leases due deliveries of one destination, soonest first, and reads their notifications:
-/// two statements.
+/// two statements, the read committing the transaction if it is the `last` (with nothing
+/// leased, there is no read, and [`Bracket::close`] commits).
 async fn claim(
     conn: &mut SqliteConnection,
     bracket: &mut Bracket,
@@ -567,9 +597,8 @@ async fn claim(
              ORDER BY next_attempt_at, id
              LIMIT ?5)
          RETURNING id, notification_id, attempts, retry_base, state, in_doubt_since",
-        last,
+        false,
     );
-    // Nothing due: the transaction may already be closed, and there is nothing to read.
     let leases: Vec<Lease> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(&c.owner)
         .bind(c.expires)
@@ -583,15 +612,15 @@ async fn claim(
         return Ok((leases, Vec::new()));
     }
     let ids: Vec<i64> = leases.iter().map(|l| l.1).collect();
-    // After a COMMIT the read stands alone: a notification never changes, and a leased
-    // delivery keeps its own.
-    let bodies = sqlx::query_as(
+    let sql = bracket.wrap(
         "SELECT id, participation_id, body, received_at FROM notifications
          WHERE id IN (SELECT value FROM json_each(?1))",
-    )
-    .bind(serde_json::Value::from(ids).to_string())
-    .fetch_all(&mut *conn)
-    .await?;
+        last,
+    );
+    let bodies = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(serde_json::Value::from(ids).to_string())
+        .fetch_all(&mut *conn)
+        .await?;
     Ok((leases, bodies))
 }
 
