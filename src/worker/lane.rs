@@ -153,12 +153,20 @@ impl Worker {
                 c = lane.gate.call() => c,
                 _ = shutdown.wait() => return,
             };
-            if claims_ahead && ahead.is_empty() {
-                let limit = Self::ahead_limit(lane, lease);
+            // A lane that claims ahead claims only when what it claimed is used up.
+            let limit = if !claims_ahead {
+                Some(lane.connector.max_batch())
+            } else if ahead.is_empty() {
+                Some(Self::ahead_limit(lane, lease))
+            } else {
+                None
+            };
+            let mut claimed = Vec::new();
+            if let Some(limit) = limit {
                 match self.store.claim_due(&name, limit, &self.owner, lease).await {
                     Ok(batch) => {
                         drained = batch.len() < limit;
-                        ahead.push(batch, Instant::now());
+                        claimed = batch;
                     }
                     Err(e) => {
                         call.unused();
@@ -171,26 +179,13 @@ impl Worker {
                 }
             }
             let batch = if claims_ahead {
+                ahead.push(claimed, Instant::now());
                 let mut stale = Vec::new();
                 let next = ahead.next(Instant::now(), lease / 2, &mut stale);
                 self.give_back(lane, stale).await;
                 next.map(|c| vec![c])
             } else {
-                let limit = lane.connector.max_batch();
-                match self.store.claim_due(&name, limit, &self.owner, lease).await {
-                    Ok(batch) => {
-                        drained = batch.len() < limit;
-                        (!batch.is_empty()).then_some(batch)
-                    }
-                    Err(e) => {
-                        call.unused();
-                        drop(permit);
-                        if !self.after_error(&name, &e, shutdown).await {
-                            return;
-                        }
-                        continue;
-                    }
-                }
+                (!claimed.is_empty()).then_some(claimed)
             };
             let Some(batch) = batch else {
                 call.unused();
