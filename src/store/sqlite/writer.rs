@@ -237,12 +237,11 @@ pub(super) async fn run(writer: Arc<Writer>, mut rx: mpsc::Receiver<Job>) {
                 }
             }
         }
-        let all_records: Vec<AttemptLog> = group.records.iter().flatten().cloned().collect();
         let result = write(
             &writer,
             &mut held,
             &group.accepts,
-            &all_records,
+            &group.records,
             &group.claims,
         )
         .await;
@@ -275,7 +274,8 @@ pub(super) async fn run(writer: Arc<Writer>, mut rx: mpsc::Receiver<Job>) {
                     let _ = reply.send(result);
                 }
                 for (attempts, reply) in group.records.iter().zip(group.record_replies) {
-                    let result = write(&writer, &mut held, &[], attempts, &[]).await;
+                    let result =
+                        write(&writer, &mut held, &[], std::slice::from_ref(attempts), &[]).await;
                     let _ = reply.send(result.map(|_| ()));
                 }
                 for (claim, reply) in group.claims.iter().zip(group.claim_replies) {
@@ -304,7 +304,7 @@ async fn write(
     writer: &Writer,
     held: &mut Option<PoolConnection<Sqlite>>,
     accepts: &[Incoming],
-    records: &[AttemptLog],
+    records: &[Vec<AttemptLog>],
     claims: &[Claim],
 ) -> Result<(Vec<Accepted>, Vec<Leased>), StoreError> {
     let durability = if accepts.is_empty() {
@@ -319,7 +319,7 @@ async fn write(
     let mut conn = writer.prepare(conn, durability).await?;
     let mut bracket = Bracket::default();
     let written = async {
-        let last = records.is_empty() && claims.is_empty();
+        let last = records.iter().all(Vec::is_empty) && claims.is_empty();
         let accepted = accept(&mut conn, &mut bracket, accepts, last).await?;
         record(&mut conn, &mut bracket, records, claims.is_empty()).await?;
         let mut leased = Vec::with_capacity(claims.len());
@@ -522,21 +522,22 @@ async fn accept(
     Ok(out)
 }
 
-/// Records attempts and moves their deliveries on: one query of three statements for any
-/// number. `last`: nothing follows in the transaction.
+/// Records the attempts of every record job and moves their deliveries on: one query of three
+/// statements for any number. `last`: nothing follows in the transaction.
 async fn record(
     conn: &mut SqliteConnection,
     bracket: &mut Bracket,
-    attempts: &[AttemptLog],
+    attempts: &[Vec<AttemptLog>],
     last: bool,
 ) -> Result<(), StoreError> {
-    if attempts.is_empty() {
+    if attempts.iter().all(Vec::is_empty) {
         return Ok(());
     }
     let now = now_ms();
     // SQLite keeps any text as it is.
     let rows: Vec<serde_json::Value> = attempts
         .iter()
+        .flatten()
         .map(|a| attempt_json(a, now, str::to_owned))
         .collect();
     let batch = serde_json::Value::from(rows).to_string();
