@@ -55,6 +55,12 @@ pub(super) type RecentAttempts = (String, i64, i64);
 /// `destination, hour, delivered, failed` of the hourly counts.
 pub(super) type HourColumns = (String, i64, i64, i64);
 
+/// `id, notification_id, attempts, retry_base, state, in_doubt_since` of a leased delivery.
+pub(super) type LeaseColumns = (i64, i64, i64, i64, Option<String>, Option<i64>);
+
+/// `participation_id, body, received_at` of a leased delivery's notification.
+pub(super) type ClaimedNotification = (String, std::sync::Arc<str>, i64);
+
 /// `notifications, deliveries, attempts` an erasure is about to remove.
 pub(super) type ForgetCounts = (i64, i64, i64);
 
@@ -224,6 +230,28 @@ pub(super) fn purgeable(statuses: &[Status]) -> Vec<&'static str> {
         .filter(|s| !s.is_waiting())
         .map(|s| s.as_str())
         .collect()
+}
+
+/// A delivery of `destination` leased under `lease`, with its notification, as a lane gets it.
+pub(super) fn claimed(
+    (delivery_id, notification_id, attempts, retry_base, state, in_doubt_since): LeaseColumns,
+    (participation_id, body, received_at): ClaimedNotification,
+    destination: &str,
+    lease: &str,
+) -> Claimed {
+    Claimed {
+        delivery_id,
+        notification_id,
+        participation_id,
+        destination: destination.to_string(),
+        attempts: count(attempts),
+        retry_base: count(retry_base),
+        state: state_from_text(state),
+        body,
+        received_at,
+        lease: lease.to_string(),
+        in_doubt_since,
+    }
 }
 
 pub(super) fn forgotten((notifications, deliveries, attempts): ForgetCounts) -> Forgotten {

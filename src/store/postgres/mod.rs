@@ -25,7 +25,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection as _, Row, SqlSafeStr};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::assemble::{attempt_json, count, state_from_text, total};
+use super::assemble::{attempt_json, claimed, total};
 use super::model::*;
 use super::{Schema, Store, StoreError};
 
@@ -397,7 +397,8 @@ impl Store for PgStore {
         // One statement: the due rows are locked (others' locked rows skipped, so instances
         // never wait on each other), leased, and read with their notifications. No lock
         // outlives it.
-        let rows = sqlx::query(
+        let rows: Vec<(i64, i64, i64, i64, Option<String>, Option<i64>, String, String, i64)> =
+            sqlx::query_as(
             "WITH due AS (
                  SELECT id FROM deliveries
                  WHERE destination = $1 AND status IN ('pending', 'retrying') AND next_attempt_at <= $2
@@ -423,24 +424,17 @@ impl Store for PgStore {
         .bind(&token)
         .fetch_all(&self.relaxed)
         .await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for row in rows {
-            let body: String = row.try_get("body")?;
-            out.push(Claimed {
-                delivery_id: row.try_get("id")?,
-                notification_id: row.try_get("notification_id")?,
-                participation_id: row.try_get("participation_id")?,
-                destination: destination.to_string(),
-                attempts: count(row.try_get("attempts")?),
-                retry_base: count(row.try_get("retry_base")?),
-                state: state_from_text(row.try_get("state")?),
-                body: Arc::from(body),
-                received_at: row.try_get("received_at")?,
-                lease: token.clone(),
-                in_doubt_since: row.try_get("in_doubt_since")?,
-            });
-        }
-        Ok(out)
+        Ok(rows
+            .into_iter()
+            .map(|(id, nid, attempts, base, state, doubt, pid, body, at)| {
+                claimed(
+                    (id, nid, attempts, base, state, doubt),
+                    (pid, Arc::from(body), at),
+                    destination,
+                    &token,
+                )
+            })
+            .collect())
     }
 
     async fn next_due(&self, destination: &str) -> Result<Option<i64>, StoreError> {

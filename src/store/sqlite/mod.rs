@@ -17,7 +17,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::assemble::{count, state_from_text, total};
+use super::assemble::{ClaimedNotification, claimed, total};
 use super::model::*;
 use super::{Schema, Store, StoreError};
 
@@ -197,32 +197,19 @@ impl Store for SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         let (leased, notifications) = leased.await.map_err(|_| StoreError::Closed)??;
-        let by_id: std::collections::HashMap<i64, (String, Arc<str>, i64)> = notifications
+        let by_id: std::collections::HashMap<i64, ClaimedNotification> = notifications
             .into_iter()
             .map(|(id, participation_id, body, received_at)| {
                 (id, (participation_id, Arc::from(body), received_at))
             })
             .collect();
         let mut out = Vec::with_capacity(leased.len());
-        for (delivery_id, notification_id, attempts, retry_base, state, in_doubt_since) in leased {
+        for lease in leased {
             // Foreign keys guarantee the notification; a miss would be a bug, not a reason to stop.
-            let Some((participation_id, body, received_at)) = by_id.get(&notification_id).cloned()
-            else {
+            let Some(notification) = by_id.get(&lease.1).cloned() else {
                 continue;
             };
-            out.push(Claimed {
-                delivery_id,
-                notification_id,
-                participation_id,
-                destination: destination.to_string(),
-                attempts: count(attempts),
-                retry_base: count(retry_base),
-                state: state_from_text(state),
-                body,
-                received_at,
-                lease: token.clone(),
-                in_doubt_since,
-            });
+            out.push(claimed(lease, notification, destination, &token));
         }
         out.sort_by_key(|c| c.delivery_id);
         Ok(out)

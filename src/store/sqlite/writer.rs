@@ -16,7 +16,7 @@ use sqlx::{Connection as _, Sqlite, SqliteConnection};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::store::StoreError;
-use crate::store::assemble::attempt_json;
+use crate::store::assemble::{LeaseColumns, attempt_json};
 use crate::store::model::*;
 
 /// The most jobs that share one transaction.
@@ -170,14 +170,11 @@ pub(super) struct Claim {
     pub token: String,
 }
 
-/// A leased delivery: `id, notification_id, attempts, retry_base, state, in_doubt_since`.
-pub(super) type Lease = (i64, i64, i64, i64, Option<String>, Option<i64>);
-
 /// A notification of leased deliveries: `id, participation_id, body, received_at`.
 pub(super) type Body = (i64, String, String, i64);
 
 /// What a claim leased, and the notifications those deliveries carry.
-pub(super) type Leased = (Vec<Lease>, Vec<Body>);
+pub(super) type Leased = (Vec<LeaseColumns>, Vec<Body>);
 
 /// The jobs of one transaction, and where each answer goes.
 #[derive(Default)]
@@ -600,7 +597,7 @@ async fn claim(
          RETURNING id, notification_id, attempts, retry_base, state, in_doubt_since",
         false,
     );
-    let leases: Vec<Lease> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let leases: Vec<LeaseColumns> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(&c.owner)
         .bind(c.expires)
         .bind(&c.destination)
