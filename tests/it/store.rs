@@ -866,7 +866,9 @@ async fn a_sqlite_database_of_the_previous_version_is_upgraded_in_place() {
     .unwrap();
     sqlx::raw_sql(
         "INSERT INTO notifications (id, source, participation_id, format, body_sha256, body, received_at)
-             VALUES (1, 'q', 'p1', 'v2', 'h', '{\"id\":\"p1\"}', 3600000);
+             VALUES (1, 'q', 'p1', 'v2', 'h', '{\"id\":\"p1\"}', 3600000),
+                    (7, 'q', 'p7', 'v2', 'h7', '{\"id\":\"p7\"}', 3600000);
+         DELETE FROM notifications WHERE id = 7;
          INSERT INTO deliveries (id, notification_id, destination, status, attempts, next_attempt_at, created_at, updated_at)
              VALUES (1, 1, 'crm', 'pending', 0, 0, 0, 0), (2, 1, 'sheet', 'pending', 2, 0, 0, 0),
                     (3, 1, 'file', 'delivered', 1, 0, 0, 0);
@@ -930,4 +932,45 @@ async fn a_sqlite_database_of_the_previous_version_is_upgraded_in_place() {
         .await
         .unwrap();
     assert_eq!(due.len(), 1);
+
+    // The rebuilt notifications table (migration 6) still knows its duplicates, never gives an
+    // id twice (7 was purged before the upgrade), and finds a participation by its one key.
+    let mut again = incoming("p1", &["crm"]);
+    again.source = "q".into();
+    again.body_sha256 = "h".into();
+    assert_eq!(
+        store.accept(again).await.unwrap(),
+        Accepted::Duplicate { notification: 1 }
+    );
+    match store.accept(incoming("p8", &["crm"])).await.unwrap() {
+        Accepted::New { notification, .. } => assert!(notification > 7, "{notification}"),
+        other => panic!("{other:?}"),
+    }
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(&file)
+        .connect()
+        .await
+        .unwrap();
+    let indexes: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'notifications' ORDER BY name",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(
+        indexes,
+        ["notifications_received", "sqlite_autoindex_notifications_1"]
+    );
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "EXPLAIN QUERY PLAN SELECT id FROM notifications WHERE participation_id = 'p1'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert!(
+        plan.iter().any(|(.., detail)| detail
+            .contains("USING COVERING INDEX sqlite_autoindex_notifications_1")
+            || detail.contains("USING INDEX sqlite_autoindex_notifications_1")),
+        "{plan:?}"
+    );
 }

@@ -70,11 +70,18 @@ fn migrator() -> Migrator {
             false,
         )
     };
-    Migrator::with_migrations(vec![migration(
-        1,
-        "init",
-        include_str!("../../../migrations/postgres/0001_init.sql"),
-    )])
+    Migrator::with_migrations(vec![
+        migration(
+            1,
+            "init",
+            include_str!("../../../migrations/postgres/0001_init.sql"),
+        ),
+        migration(
+            2,
+            "one notification key",
+            include_str!("../../../migrations/postgres/0002_one_notification_key.sql"),
+        ),
+    ])
 }
 
 /// Whether `url` names a PostgreSQL database.
@@ -275,7 +282,7 @@ async fn accept_all(pool: &PgPool, items: &[Incoming]) -> Result<Vec<Accepted>, 
              INSERT INTO notifications (source, participation_id, format, body_sha256, body, received_at)
              SELECT source, participation_id, format, body_sha256, body, received_at
              FROM input ORDER BY ord
-             ON CONFLICT (source, participation_id, body_sha256) DO NOTHING
+             ON CONFLICT (participation_id, source, body_sha256) DO NOTHING
              RETURNING id, source, participation_id, body_sha256),
          new AS (
              SELECT input.ord, inserted.id FROM input JOIN inserted USING (source, participation_id, body_sha256)),

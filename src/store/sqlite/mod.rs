@@ -79,6 +79,12 @@ fn migrator() -> Migrator {
             include_str!("../../../migrations/sqlite/0005_received_index.sql"),
             false,
         ),
+        migration(
+            6,
+            "one notification key",
+            include_str!("../../../migrations/sqlite/0006_one_notification_key.sql"),
+            true,
+        ),
     ])
 }
 

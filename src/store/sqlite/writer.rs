@@ -415,7 +415,7 @@ async fn accept(
                 "INSERT INTO notifications (source, participation_id, format, body_sha256, body, received_at)
                  SELECT column1, column2, column3, column4, column5, column6 FROM (VALUES {})
                  WHERE column1 IS NOT NULL
-                 ON CONFLICT (source, participation_id, body_sha256) DO NOTHING
+                 ON CONFLICT (participation_id, source, body_sha256) DO NOTHING
                  RETURNING id, source, participation_id, body_sha256",
                 placeholders(class, 6)
             ),
@@ -463,8 +463,8 @@ async fn accept(
     if !earlier.is_empty() {
         let found: Vec<(i64, String, String, String)> = sqlx::query_as(
             "SELECT id, source, participation_id, body_sha256 FROM notifications
-             WHERE (source, participation_id, body_sha256) IN
-                   (SELECT value ->> 'source', value ->> 'pid', value ->> 'sha' FROM json_each(?1))",
+             WHERE (participation_id, source, body_sha256) IN
+                   (SELECT value ->> 'pid', value ->> 'source', value ->> 'sha' FROM json_each(?1))",
         )
         .bind(serde_json::Value::from(earlier).to_string())
         .fetch_all(&mut *conn)
