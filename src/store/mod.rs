@@ -40,6 +40,9 @@ pub enum StoreError {
     /// The database could not be reached for a group of accepts (each of them is told).
     #[error("the database cannot be reached: {0}")]
     Unreachable(String),
+    /// The write-ahead log could not be flushed: the accepts waiting for it are not promised.
+    #[error("cannot flush the database to disk: {0}")]
+    Flush(String),
     /// The database answered something a correct store never would.
     #[error("unexpected answer from the database: {0}")]
     Unexpected(String),

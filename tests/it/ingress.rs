@@ -747,7 +747,7 @@ async fn connections_past_the_limit_wait_until_one_closes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_gets_503_never_2xx_and_accepting_resumes_when_space_returns() {
+async fn a_full_disk_gets_503_never_a_2xx_for_what_is_not_stored_and_accepting_resumes() {
     let disk = crate::support::SmallDisk::mount("2m");
     let config = format!(
         "[storage]\nurl = \"sqlite://{}/hookfan.db\"\n{CONFIG}",
@@ -766,24 +766,31 @@ async fn a_full_disk_gets_503_never_2xx_and_accepting_resumes_when_space_returns
         202
     );
 
-    // The disk fills up.
+    // The disk fills up. The write-ahead log may still have room it already took (once a
+    // checkpoint has copied it all into the database, new commits overwrite it from the start):
+    // what lands there is stored, flushed and answered 202. Then the log must grow, and cannot:
+    // 503, and nothing of a refused notification is kept.
     let filler = disk.fill_up();
+    let mut stored_while_full = Vec::new();
     let mut refused = 0;
-    for i in 0..20 {
-        let status = post(format!("while-full-{i}"))
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        assert!(
-            !(200..300).contains(&status),
-            "a 2xx while nothing can be stored"
-        );
-        assert_eq!(status, 503);
-        refused += 1;
+    for i in 0..1000 {
+        let id = format!("while-full-{i}");
+        let status = post(id.clone()).await.unwrap().status().as_u16();
+        match status {
+            202 => stored_while_full.push(id),
+            503 => {
+                refused += 1;
+                if refused == 10 {
+                    break;
+                }
+            }
+            other => panic!("{other} while the disk is full"),
+        }
     }
-    let ready = relay.client.get(relay.url("/readyz")).send().await.unwrap();
-    assert_eq!(ready.status().as_u16(), 503);
+    // (Commits small enough for room a failed one left, or freed by a checkpoint, can still
+    // succeed between refusals; each is stored, checked below. So can `/readyz`'s one-row
+    // probe, which is why it is not asked here.)
+    assert_eq!(refused, 10, "the full disk was never noticed");
 
     // Space returns: the next posts are stored.
     std::fs::remove_file(filler).unwrap();
@@ -804,7 +811,7 @@ async fn a_full_disk_gets_503_never_2xx_and_accepting_resumes_when_space_returns
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Nothing refused was stored; what was accepted is there.
+    // Nothing refused was stored; what was accepted is there, also while the disk was full.
     let store = SqliteStore::open(&disk.path.join("hookfan.db"))
         .await
         .unwrap();
@@ -818,11 +825,23 @@ async fn a_full_disk_gets_503_never_2xx_and_accepting_resumes_when_space_returns
         .into_iter()
         .map(|r| r.participation_id)
         .collect();
+    let stored_while_refusing: Vec<&String> = stored
+        .iter()
+        .filter(|p| p.starts_with("while-full") && !stored_while_full.contains(p))
+        .collect();
     assert!(
-        stored.iter().all(|p| !p.starts_with("while-full")),
-        "{stored:?}"
+        stored_while_refusing.is_empty(),
+        "{stored_while_refusing:?}"
     );
-    assert!(stored.iter().any(|p| p == "before-full"), "{stored:?}");
-    eprintln!("refused while the disk was full: {refused}, accepted after: yes");
+    for id in stored_while_full.iter().chain([&"before-full".to_string()]) {
+        assert!(
+            stored.contains(id),
+            "{id} was answered 202 but is not stored"
+        );
+    }
+    eprintln!(
+        "while the disk was full: {} stored in the log's room, then {refused} refused",
+        stored_while_full.len()
+    );
     relay.stop().await;
 }

@@ -1,8 +1,10 @@
-//! SQLite, for one machine: WAL, one writer connection, accepts committed with
-//! `synchronous=FULL` (see [`Durability`]). Accepts are group-committed: whatever arrives while
-//! a commit is in flight shares the next one.
+//! SQLite, for one machine: WAL, one writer connection; an accept is answered once its commit
+//! is flushed to disk (see `flush`). Accepts are group-committed: whatever arrives while a
+//! commit is in flight shares the next one.
 //!
 //! - this file: opening, and the queue (accept, claim, record);
+//! - `writer`: the one writer task, which groups them; `flush`: the disk flush after it;
+//!   `checkpoint`: copying the write-ahead log into the database file beside it;
 //! - `log`: reading the delivery log (lists, details, stats, hourly counts);
 //! - `operate`: what operators change (replay, cancel, forget, purge).
 
@@ -21,10 +23,13 @@ use super::assemble::{ClaimedNotification, claimed, total};
 use super::model::*;
 use super::{Schema, Store, StoreError};
 
+mod checkpoint;
+mod flush;
 mod log;
 mod operate;
 mod writer;
 
+use flush::Flusher;
 use writer::{Durability, Job, Writer};
 
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -121,7 +126,8 @@ impl SqliteStore {
             .busy_timeout(busy_timeout)
             .foreign_keys(true)
             // Deleted rows are overwritten, so an erased participation leaves no bytes behind.
-            .pragma("secure_delete", "ON");
+            .pragma("secure_delete", "ON")
+            .pragma("wal_autocheckpoint", checkpoint::BACKSTOP_PAGES);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -153,11 +159,15 @@ impl SqliteStore {
         }
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
         let writer = Arc::new(Writer::new(writer));
+        let flusher = Flusher::start(file).map_err(|e| StoreError::Flush(e.to_string()))?;
         let (jobs, rx) = mpsc::channel(4 * writer::GROUP_MAX);
-        tokio::spawn(writer::run(writer.clone(), rx));
+        tokio::spawn(writer::run(writer.clone(), flusher, rx));
+        if schema == Schema::Upgrade {
+            tokio::spawn(checkpoint::run(options, Arc::downgrade(&writer)));
+        }
         Ok(SqliteStore {
             writer,
             reader,

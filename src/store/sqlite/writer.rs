@@ -2,8 +2,10 @@
 //! to its connection thread, so writes are grouped: whatever accepts, attempt records and
 //! claims wait while a transaction runs go into the next one, each kind in a few statements
 //! whatever the count (accepts as bound values, up to 128 rows a statement; records as one JSON
-//! array; one statement and one read per claim). A transaction holding an accept is fsynced
-//! before anyone is answered; one holding only records and claims is not (see [`Durability`]).
+//! array; one statement and one read per claim). Every transaction commits without waiting
+//! for the disk; the accepts in it are answered after the flush of the write-ahead log that
+//! follows, which runs on a thread of its own while the next transaction does (see
+//! [`super::flush`]). Records and claims are answered at once (see [`Durability`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,6 +17,7 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{Connection as _, Sqlite, SqliteConnection};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+use super::flush::{self, Flusher};
 use crate::store::StoreError;
 use crate::store::assemble::{LeaseColumns, attempt_json};
 use crate::store::model::*;
@@ -25,7 +28,8 @@ pub(super) const GROUP_MAX: usize = 512;
 /// How far a write must reach before it returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Durability {
-    /// On disk (`synchronous=FULL`): what a 2xx to Qualifio promises.
+    /// On disk (`synchronous=FULL`) when the write returns: operators' changes. (The writer
+    /// task's accepts reach the disk by [`super::flush`] instead.)
     Fsync,
     /// In the OS (`synchronous=NORMAL`): survives a crash of the process, and the next fsync
     /// takes it to disk. Leases, attempts and purges use it: losing one to a power cut means at
@@ -196,7 +200,7 @@ impl Group {
 /// Takes every waiting job, runs them in one transaction, answers each. A transaction that
 /// fails is retried job by job, so one bad item fails only itself. (A transaction commits with
 /// its last statement, so a failed one committed nothing.)
-pub(super) async fn run(writer: Arc<Writer>, mut rx: mpsc::Receiver<Job>) {
+pub(super) async fn run(writer: Arc<Writer>, flusher: Flusher, mut rx: mpsc::Receiver<Job>) {
     let mut jobs = Vec::with_capacity(GROUP_MAX);
     // The connection, kept between transactions until someone else asks for it.
     let mut held: Option<PoolConnection<Sqlite>> = None;
@@ -244,9 +248,7 @@ pub(super) async fn run(writer: Arc<Writer>, mut rx: mpsc::Receiver<Job>) {
         .await;
         match result {
             Ok((accepted, leased)) => {
-                for (reply, result) in group.accept_replies.into_iter().zip(accepted) {
-                    let _ = reply.send(Ok(result));
-                }
+                answer_when_flushed(&flusher, group.accept_replies.into_iter().zip(accepted));
                 for reply in group.record_replies {
                     let _ = reply.send(Ok(()));
                 }
@@ -265,10 +267,15 @@ pub(super) async fn run(writer: Arc<Writer>, mut rx: mpsc::Receiver<Job>) {
             }
             Err(_) => {
                 for (item, reply) in group.accepts.iter().zip(group.accept_replies) {
-                    let result = write(&writer, &mut held, std::slice::from_ref(item), &[], &[])
+                    match write(&writer, &mut held, std::slice::from_ref(item), &[], &[])
                         .await
-                        .and_then(|(r, _)| only(r));
-                    let _ = reply.send(result);
+                        .and_then(|(r, _)| only(r))
+                    {
+                        Ok(accepted) => answer_when_flushed(&flusher, [(reply, accepted)]),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
                 }
                 for (attempts, reply) in group.records.iter().zip(group.record_replies) {
                     let result =
@@ -284,6 +291,27 @@ pub(super) async fn run(writer: Arc<Writer>, mut rx: mpsc::Receiver<Job>) {
             }
         }
     }
+}
+
+/// Answers accepts once the write-ahead log that holds them is on disk.
+fn answer_when_flushed(
+    flusher: &Flusher,
+    answers: impl IntoIterator<Item = (oneshot::Sender<Result<Accepted, StoreError>>, Accepted)>,
+) {
+    let answers: Vec<_> = answers.into_iter().collect();
+    if answers.is_empty() {
+        return;
+    }
+    flusher.after_flush(Box::new(move |flushed| {
+        for (reply, accepted) in answers {
+            let _ = reply.send(
+                flushed
+                    .clone()
+                    .map(|()| accepted)
+                    .map_err(|e| flush::failed(&e)),
+            );
+        }
+    }));
 }
 
 /// The one answer of a transaction of one job.
@@ -304,16 +332,12 @@ async fn write(
     records: &[Vec<AttemptLog>],
     claims: &[Claim],
 ) -> Result<(Vec<Accepted>, Vec<Leased>), StoreError> {
-    let durability = if accepts.is_empty() {
-        Durability::Os
-    } else {
-        Durability::Fsync
-    };
     let conn = match held.take() {
         Some(conn) => conn,
         None => writer.pool.acquire().await?,
     };
-    let mut conn = writer.prepare(conn, durability).await?;
+    // Accepts too: their answers wait for the flush that follows (see `flush`).
+    let mut conn = writer.prepare(conn, Durability::Os).await?;
     let mut bracket = Bracket::default();
     let written = async {
         let last = records.iter().all(Vec::is_empty) && claims.is_empty();
