@@ -19,13 +19,30 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer bench-token-0123456789"
 
--- Lua's random numbers repeat from run to run: a run of its own in the id keeps two runs on
--- one store from posting the same notifications (duplicates, not inserts).
+-- Lua's random numbers repeat from run to run and thread to thread: each thread seeds them from
+-- the run (its own in the id keeps two runs on one store from posting the same notifications,
+-- duplicates instead of inserts) and its number.
 local run = os.getenv("HOOKFAN_BENCH_RUN") or tostring(os.time())
+local seeded = false
 
+local function hash(s)
+  local h = 0
+  for i = 1, #s do h = (h * 31 + s:byte(i)) % 2147483647 end
+  return h
+end
+
+-- Ids shaped like Qualifio's v2 ids (UUIDs), random where theirs are: an index on them takes
+-- new rows all over, not at one end. The last group is the thread and a counter, so no two
+-- requests of a run repeat one.
 function request()
+  if not seeded then
+    math.randomseed(hash(run) + tid * 104729)
+    seeded = true
+  end
   counter = counter + 1
-  local id = run .. "-" .. tid .. "-" .. counter .. "-" .. math.random(1, 1e9)
+  local id = string.format("%04x%04x-%04x-4%03x-%04x-%04x%08x",
+    math.random(0, 0xffff), math.random(0, 0xffff), math.random(0, 0xffff),
+    math.random(0, 0xfff), 0x8000 + math.random(0, 0x3fff), tid, counter)
   local body = template:gsub("__ID__", id, 1)
   return wrk.format(nil, "/hooks/qualifio", nil, body)
 end

@@ -4,7 +4,8 @@
 //! its queueing (no "coordinated omission", as in wrk2); `wrk` is closed-loop and cannot do this.
 //!
 //! Each request is the payload file with its first `"id"` value replaced by a new one, so every
-//! request is a new notification. Prints one JSON object on stdout.
+//! request is a new notification; ids are shaped like Qualifio's v2 ids (UUIDs) and random like
+//! them. Prints one JSON object on stdout.
 //!
 //! ```sh
 //! cargo build --release --example bench_load
@@ -103,7 +104,8 @@ struct Template {
     head: Vec<u8>,
     before_id: String,
     after_id: String,
-    run: String,
+    /// Seeds the ids of this run.
+    run: u64,
 }
 
 impl Template {
@@ -137,12 +139,24 @@ impl Template {
             head: head.into_bytes(),
             before_id: body[..open].to_owned(),
             after_id: body[close..].to_owned(),
-            run: format!("ol-{}-{nanos:x}", std::process::id()),
+            run: (nanos as u64) ^ u64::from(std::process::id()).rotate_left(48),
         })
     }
 
     fn request(&self, seq: u64, out: &mut Vec<u8>) {
-        let body = format!("{}{}-{seq}{}", self.before_id, self.run, self.after_id);
+        // Random-looking where a UUID is (from the run and `seq`), and `seq` itself at the end,
+        // so no two ids of a run are the same.
+        let r = splitmix64(self.run ^ seq);
+        let body = format!(
+            "{}{:08x}-{:04x}-4{:03x}-{:04x}-{:012x}{}",
+            self.before_id,
+            r >> 32,
+            (r >> 16) & 0xffff,
+            r & 0xfff,
+            0x8000 | (splitmix64(r) & 0x3fff),
+            seq & 0xffff_ffff_ffff,
+            self.after_id
+        );
         out.clear();
         out.extend_from_slice(&self.head);
         out.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
@@ -452,4 +466,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A well-mixed 64-bit value of `x` (SplitMix64's finaliser): ids that look random without a
+/// random-number crate.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
