@@ -974,3 +974,46 @@ async fn a_sqlite_database_of_the_previous_version_is_upgraded_in_place() {
         "{plan:?}"
     );
 }
+
+#[tokio::test]
+async fn sqlite_copies_its_write_ahead_log_into_the_database_beside_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("hookfan.db");
+    let store = SqliteStore::open(&file).await.unwrap();
+    // Far fewer pages than the writer's own checkpoint waits for (10,000): only the background
+    // checkpoint copies them into the database file.
+    for i in 0..200 {
+        store
+            .accept(incoming(&format!("wal-{i}"), &["crm"]))
+            .await
+            .unwrap();
+    }
+    // While the store is open, the database file alone (a copy, without its log) comes to hold
+    // every accepted row.
+    let copy = dir.path().join("copy.db");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut seen = None;
+    while seen != Some(200) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the database file alone holds {seen:?} of 200 notifications: the log was not copied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::fs::copy(&file, &copy).unwrap();
+        // A copy taken mid-checkpoint may be torn: it is read again next time.
+        seen = count_rows(&copy).await.ok();
+    }
+    drop(store);
+}
+
+async fn count_rows(file: &std::path::Path) -> Result<i64, sqlx::Error> {
+    use sqlx::ConnectOptions as _;
+    let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(file)
+        .read_only(true)
+        .connect()
+        .await?;
+    sqlx::query_scalar("SELECT COUNT(*) FROM notifications")
+        .fetch_one(&mut conn)
+        .await
+}

@@ -3,8 +3,12 @@
 //! threshold, and with participation ids that are UUIDs each checkpoint writes pages all over
 //! the database file and flushes it: tens of milliseconds that every accept in the next groups
 //! would wait for. A passive checkpoint on another connection runs beside the writer instead.
-//! The writer's own automatic checkpoint stays as a backstop, at a larger threshold
-//! ([`BACKSTOP_PAGES`]), for a log this task cannot keep short.
+//!
+//! The log starts over from its beginning only when a write finds it wholly copied, which under
+//! a steady stream of commits a checkpoint beside them seldom leaves it. So the writer's own
+//! automatic checkpoint stays, at a larger threshold ([`BACKSTOP_PAGES`]): by the time the log
+//! reaches it this task has copied nearly all of it, the writer copies the rest right after a
+//! commit, and the next write starts the log over. The log stays under about 40 MB.
 
 use std::sync::Weak;
 use std::time::Duration;
@@ -15,27 +19,22 @@ use sqlx::{ConnectOptions as _, Connection as _, SqliteConnection};
 use super::writer::Writer;
 
 /// The log's size, in pages, at which the writer checkpoints by itself (SQLite's default is
-/// 1,000): about 40 MB of log, reached only if this task falls behind.
+/// 1,000): about 40 MB of log.
 pub(super) const BACKSTOP_PAGES: &str = "10000";
 
-/// How long to wait after a checkpoint that copied pages, and after one that found none.
-const BUSY_PAUSE: Duration = Duration::from_millis(20);
-const IDLE_PAUSE: Duration = Duration::from_millis(250);
+/// How long to wait between checkpoints. Each flushes the database file, and a flush of pages
+/// all over it holds up the flushes of the log that accepts wait for: every 20 ms, the p99 of
+/// the 202 at 1,000/s was 5–7 ms; every 250 ms, 4 ms (each copies up to ~4,000 pages at the
+/// highest accept rate measured).
+const PAUSE: Duration = Duration::from_millis(250);
 
 /// Checkpoints until the store is gone (`writer` no longer upgrades).
 pub(super) async fn run(options: SqliteConnectOptions, writer: Weak<Writer>) {
     let mut conn: Option<SqliteConnection> = None;
     let mut failing = false;
-    // The log's size and how much of it was in the database file, after the last checkpoint.
-    let mut last = (0, 0);
     while writer.strong_count() > 0 {
-        let pause = match checkpoint(&options, &mut conn).await {
-            Ok(now) => {
-                failing = false;
-                let grew = now != last;
-                last = now;
-                if grew { BUSY_PAUSE } else { IDLE_PAUSE }
-            }
+        match checkpoint(&options, &mut conn).await {
+            Ok(()) => failing = false,
             Err(e) => {
                 if !failing {
                     // Once per spell: the writer's own checkpoints carry on meanwhile.
@@ -43,28 +42,26 @@ pub(super) async fn run(options: SqliteConnectOptions, writer: Weak<Writer>) {
                 }
                 failing = true;
                 conn = None;
-                IDLE_PAUSE
             }
-        };
-        tokio::time::sleep(pause).await;
+        }
+        tokio::time::sleep(PAUSE).await;
     }
     if let Some(conn) = conn {
         let _ = conn.close().await;
     }
 }
 
-/// One passive checkpoint (it never waits for the writer or readers): the log's size in pages,
-/// and how many of them are now in the database file.
+/// One passive checkpoint: it copies what it can and never waits for the writer or readers.
 async fn checkpoint(
     options: &SqliteConnectOptions,
     conn: &mut Option<SqliteConnection>,
-) -> Result<(i64, i64), sqlx::Error> {
+) -> Result<(), sqlx::Error> {
     let c = match conn {
         Some(c) => c,
         None => conn.insert(options.connect().await?),
     };
-    let (_busy, log, copied): (i64, i64, i64) = sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
-        .fetch_one(c)
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(c)
         .await?;
-    Ok((log, copied))
+    Ok(())
 }
