@@ -244,3 +244,56 @@ when = 'participation.id == "fault-1"'
         1
     );
 }
+
+#[tokio::test]
+async fn after_a_failed_flush_nothing_is_accepted_not_even_as_a_duplicate() {
+    crate::support::init();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:{port}"
+
+[sources.qualifio]
+auth = "none"
+"#
+    );
+    std::fs::write(dir.path().join("hookfan.toml"), config).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    // A fault switch of debug builds: the first flush of the write-ahead log fails (the next
+    // ones would succeed).
+    let child = serve(
+        dir.path(),
+        "serve.log",
+        &[("HOOKFAN_TEST_FAULT", "flush-once")],
+    );
+    wait_up(&client, &base).await;
+    let post = || {
+        client
+            .post(format!("{base}/hooks/qualifio"))
+            .body(v2_with_id("never-flushed"))
+            .send()
+    };
+    // The commit went through but its flush did not: 503, and the sender will try again.
+    assert_eq!(post().await.unwrap().status().as_u16(), 503);
+    // Its retry is not told "already stored" of a row the disk may not hold, nor is anything
+    // else accepted: 503 until a restart.
+    assert_eq!(post().await.unwrap().status().as_u16(), 503);
+    let other = client
+        .post(format!("{base}/hooks/qualifio"))
+        .body(v2_with_id("after-the-failure"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status().as_u16(), 503);
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    terminate(child).await;
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(
+        log.contains("cannot flush the write-ahead log to disk"),
+        "{log}"
+    );
+}

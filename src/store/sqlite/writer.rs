@@ -5,7 +5,8 @@
 //! array; one statement and one read per claim). Every transaction commits without waiting
 //! for the disk; the accepts in it are answered after the flush of the write-ahead log that
 //! follows, which runs on a thread of its own while the next transaction does (see
-//! [`super::flush`]). Records and claims are answered at once (see [`Durability`]).
+//! [`super::flush`]). Records are answered at once (see [`Durability`]), and so are claims
+//! unless an accept still waits for its flush: then they wait for it too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -238,6 +239,19 @@ pub(super) async fn run(writer: Arc<Writer>, flusher: Flusher, mut rx: mpsc::Rec
                 }
             }
         }
+        let state = flusher.state();
+        if state.broken().is_err() {
+            // Nothing more is accepted once a flush has failed (see `flush`).
+            for reply in group.accept_replies.drain(..) {
+                if let Err(e) = state.broken() {
+                    let _ = reply.send(Err(e));
+                }
+            }
+            group.accepts.clear();
+            if group.len() == 0 {
+                continue;
+            }
+        }
         let result = write(
             &writer,
             &mut held,
@@ -252,9 +266,7 @@ pub(super) async fn run(writer: Arc<Writer>, flusher: Flusher, mut rx: mpsc::Rec
                 for reply in group.record_replies {
                     let _ = reply.send(Ok(()));
                 }
-                for (reply, rows) in group.claim_replies.into_iter().zip(leased) {
-                    let _ = reply.send(Ok(rows));
-                }
+                answer_claims(&flusher, group.claim_replies.into_iter().zip(leased));
             }
             Err(e) if group.len() <= 1 => {
                 if let Some(reply) = group.accept_replies.pop() {
@@ -283,10 +295,15 @@ pub(super) async fn run(writer: Arc<Writer>, flusher: Flusher, mut rx: mpsc::Rec
                     let _ = reply.send(result.map(|_| ()));
                 }
                 for (claim, reply) in group.claims.iter().zip(group.claim_replies) {
-                    let result = write(&writer, &mut held, &[], &[], std::slice::from_ref(claim))
+                    match write(&writer, &mut held, &[], &[], std::slice::from_ref(claim))
                         .await
-                        .and_then(|(_, l)| only(l));
-                    let _ = reply.send(result);
+                        .and_then(|(_, l)| only(l))
+                    {
+                        Ok(leased) => answer_claims(&flusher, [(reply, leased)]),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
                 }
             }
         }
@@ -294,24 +311,40 @@ pub(super) async fn run(writer: Arc<Writer>, flusher: Flusher, mut rx: mpsc::Rec
 }
 
 /// Answers accepts once the write-ahead log that holds them is on disk.
-fn answer_when_flushed(
+fn answer_when_flushed<T: Send + 'static>(
     flusher: &Flusher,
-    answers: impl IntoIterator<Item = (oneshot::Sender<Result<Accepted, StoreError>>, Accepted)>,
+    answers: impl IntoIterator<Item = (oneshot::Sender<Result<T, StoreError>>, T)>,
 ) {
     let answers: Vec<_> = answers.into_iter().collect();
     if answers.is_empty() {
         return;
     }
     flusher.after_flush(Box::new(move |flushed| {
-        for (reply, accepted) in answers {
+        for (reply, answer) in answers {
             let _ = reply.send(
                 flushed
                     .clone()
-                    .map(|()| accepted)
+                    .map(|()| answer)
                     .map_err(|e| flush::failed(&e)),
             );
         }
     }));
+}
+
+/// Answers claims at once, or, while accepts wait for their flush, after it: a claim committed
+/// after an accept may have leased its deliveries, which must not go out before the
+/// notification is on disk.
+fn answer_claims(
+    flusher: &Flusher,
+    answers: impl IntoIterator<Item = (oneshot::Sender<Result<Leased, StoreError>>, Leased)>,
+) {
+    if flusher.unflushed() {
+        answer_when_flushed(flusher, answers);
+    } else {
+        for (reply, leased) in answers {
+            let _ = reply.send(Ok(leased));
+        }
+    }
 }
 
 /// The one answer of a transaction of one job.
