@@ -22,6 +22,9 @@ use super::writer::Writer;
 /// 1,000): about 40 MB of log.
 pub(super) const BACKSTOP_PAGES: &str = "10000";
 
+/// The size the log file is cut back to when it starts over, if it grew larger (64 MiB).
+pub(super) const LOG_LIMIT_BYTES: &str = "67108864";
+
 /// How long to wait between checkpoints. Each flushes the database file, and a flush of pages
 /// all over it holds up the flushes of the log that accepts wait for: every 20 ms, the p99 of
 /// the 202 at 1,000/s was 5–7 ms; every 250 ms, 4 ms (each copies up to ~4,000 pages at the

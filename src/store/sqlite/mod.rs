@@ -40,6 +40,8 @@ pub struct SqliteStore {
     pub(crate) reader: SqlitePool,
     /// Accepts and attempt records, grouped into shared transactions by `writer::run`.
     jobs: mpsc::Sender<Job>,
+    /// Whether a flush of the write-ahead log failed (then nothing is accepted, nor ready).
+    flushed: Arc<flush::State>,
 }
 
 fn migrator() -> Migrator {
@@ -127,7 +129,9 @@ impl SqliteStore {
             .foreign_keys(true)
             // Deleted rows are overwritten, so an erased participation leaves no bytes behind.
             .pragma("secure_delete", "ON")
-            .pragma("wal_autocheckpoint", checkpoint::BACKSTOP_PAGES);
+            .pragma("wal_autocheckpoint", checkpoint::BACKSTOP_PAGES)
+            // A log that grew (a reader held it, a migration) shrinks back when it starts over.
+            .pragma("journal_size_limit", checkpoint::LOG_LIMIT_BYTES);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -137,7 +141,14 @@ impl SqliteStore {
             .await?;
         let migrator = migrator();
         match schema {
-            Schema::Upgrade => migrator.run(&writer).await?,
+            Schema::Upgrade => {
+                migrator.run(&writer).await?;
+                // A migration that rebuilt a table sent all of it through the log: empty the
+                // log and give its space back now, not at the next restart.
+                sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                    .execute(&writer)
+                    .await?;
+            }
             Schema::AsIs => {
                 let migrated: bool = sqlx::query_scalar(
                     "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE name = '_sqlx_migrations')",
@@ -163,15 +174,19 @@ impl SqliteStore {
             .await?;
         let writer = Arc::new(Writer::new(writer));
         let flusher = Flusher::start(file).map_err(|e| StoreError::Flush(e.to_string()))?;
+        let flushed = flusher.state();
         let (jobs, rx) = mpsc::channel(4 * writer::GROUP_MAX);
         tokio::spawn(writer::run(writer.clone(), flusher, rx));
         if schema == Schema::Upgrade {
+            // Never creates the file again, should it be removed while hookfan runs.
+            let options = options.create_if_missing(false);
             tokio::spawn(checkpoint::run(options, Arc::downgrade(&writer)));
         }
         Ok(SqliteStore {
             writer,
             reader,
             jobs,
+            flushed,
         })
     }
 }
@@ -297,6 +312,7 @@ impl Store for SqliteStore {
     }
 
     async fn ready(&self) -> Result<(), StoreError> {
+        self.flushed.broken()?;
         sqlx::query(
             "INSERT INTO health (id, checked_at) VALUES (1, ?1)
              ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
