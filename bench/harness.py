@@ -464,6 +464,20 @@ def open_loop(load_bin: Path, url: str, rate: float, seconds: float) -> dict:
 # Filling a store directly: a backlog without going through the front door.
 
 
+def disk_stat_file(folder: Path) -> Path:
+    """The kernel's counters of the block device `folder` is on."""
+    dev = os.stat(folder).st_dev
+    return Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}/stat")
+
+
+def io_ticks(stat: Path) -> int | None:
+    """Milliseconds the device has spent doing I/O (field 10 of its stat), if readable."""
+    try:
+        return int(stat.read_text().split()[9])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def fill(db: Path, notifications: int, destinations: list[str]) -> float:
     """Adds `notifications` new v2 notifications (the sample payload, a new id each) and one
     pending delivery per destination for each, in one transaction. Returns seconds taken."""
@@ -658,13 +672,20 @@ class Bench:
         self.settle()
         return d
 
-    @staticmethod
-    def settle() -> None:
+    def settle(self) -> None:
         """Lets the disk finish the last measurement's work (writing back, and discarding the
         blocks of the stores just deleted) before the next one starts: an accept run leaves
-        gigabytes of it, which would otherwise slow the next step's fsyncs."""
+        gigabytes of it, which would otherwise slow the next step's fsyncs. Waits until the
+        device has been busy less than 5% of a second (its `io_ticks`), at most 30 s."""
         os.sync()
-        time.sleep(1.0)
+        stat = disk_stat_file(self.work)
+        deadline = time.monotonic() + 30
+        while True:
+            before = io_ticks(stat)
+            time.sleep(1.0)
+            after = io_ticks(stat)
+            if before is None or after is None or after - before < 50 or time.monotonic() > deadline:
+                return
 
     def note_hwm(self, h: Hookfan, what: str) -> None:
         kib = h.hwm()
