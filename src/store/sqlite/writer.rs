@@ -310,7 +310,7 @@ pub(super) async fn run(writer: Arc<Writer>, flusher: Flusher, mut rx: mpsc::Rec
     }
 }
 
-/// Answers accepts once the write-ahead log that holds them is on disk.
+/// Answers once the write-ahead log that holds their transaction is on disk.
 fn answer_when_flushed<T: Send + 'static>(
     flusher: &Flusher,
     answers: impl IntoIterator<Item = (oneshot::Sender<Result<T, StoreError>>, T)>,
