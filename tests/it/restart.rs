@@ -149,12 +149,8 @@ async fn a_background_task_that_dies_fails_readiness_and_the_process() {
     let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
     crm.set_default(Reply::status(200).held(release.clone()));
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let config = format!(
         r#"
-[server]
-listen = "127.0.0.1:{port}"
-
 [sources.qualifio]
 auth = "none"
 
@@ -171,16 +167,8 @@ when = 'participation.id == "fault-1"'
         crm.url("/crm"),
         crm.url("/slow")
     );
-    std::fs::write(dir.path().join("hookfan.toml"), config).unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    // A fault switch of debug builds: the crm lane panics at its first claim.
-    let child = serve(
-        dir.path(),
-        "serve.log",
-        &[("HOOKFAN_TEST_FAULT", "lane-panic:crm")],
-    );
-    wait_up(&client, &base).await;
+    // The crm lane panics at its first claim.
+    let (child, base, client) = serve_with_fault(dir.path(), &config, "lane-panic:crm").await;
     let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
     // First an attempt that takes a while, then the one that makes the crm lane panic.
@@ -249,27 +237,13 @@ when = 'participation.id == "fault-1"'
 async fn after_a_failed_flush_nothing_is_accepted_not_even_as_a_duplicate() {
     crate::support::init();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = format!(
-        r#"
-[server]
-listen = "127.0.0.1:{port}"
-
-[sources.qualifio]
-auth = "none"
-"#
-    );
-    std::fs::write(dir.path().join("hookfan.toml"), config).unwrap();
-    let base = format!("http://127.0.0.1:{port}");
-    let client = reqwest::Client::new();
-    // A fault switch of debug builds: the first flush of the write-ahead log fails (the next
-    // ones would succeed).
-    let child = serve(
+    // The first flush of the write-ahead log fails (the next ones would succeed).
+    let (child, base, client) = serve_with_fault(
         dir.path(),
-        "serve.log",
-        &[("HOOKFAN_TEST_FAULT", "flush-once")],
-    );
-    wait_up(&client, &base).await;
+        "[sources.qualifio]\nauth = \"none\"\n",
+        "flush-once",
+    )
+    .await;
     let post = || {
         client
             .post(format!("{base}/hooks/qualifio"))
@@ -296,4 +270,21 @@ auth = "none"
         log.contains("cannot flush the write-ahead log to disk"),
         "{log}"
     );
+}
+
+/// The real binary on `config` (what follows its `[server]` section) in `dir`, with a fault
+/// switch of debug builds (`HOOKFAN_TEST_FAULT`) on, once it answers.
+async fn serve_with_fault(
+    dir: &std::path::Path,
+    config: &str,
+    fault: &str,
+) -> (std::process::Child, String, reqwest::Client) {
+    let port = free_port();
+    let config = format!("[server]\nlisten = \"127.0.0.1:{port}\"\n\n{config}");
+    std::fs::write(dir.join("hookfan.toml"), config).unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let child = serve(dir, "serve.log", &[("HOOKFAN_TEST_FAULT", fault)]);
+    wait_up(&client, &base).await;
+    (child, base, client)
 }
