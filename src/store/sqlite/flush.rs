@@ -101,6 +101,11 @@ impl Flusher {
         self.state.clone()
     }
 
+    /// Why nothing may be accepted, if a flush has failed.
+    pub fn broken(&self) -> Result<(), StoreError> {
+        self.state.broken()
+    }
+
     /// Whether answers handed over are still waiting for their flush.
     pub fn unflushed(&self) -> bool {
         self.state.handed.load(Ordering::SeqCst) > self.state.answered.load(Ordering::SeqCst)

@@ -239,11 +239,10 @@ pub(super) async fn run(writer: Arc<Writer>, flusher: Flusher, mut rx: mpsc::Rec
                 }
             }
         }
-        let state = flusher.state();
-        if state.broken().is_err() {
+        if flusher.broken().is_err() {
             // Nothing more is accepted once a flush has failed (see `flush`).
             for reply in group.accept_replies.drain(..) {
-                if let Err(e) = state.broken() {
+                if let Err(e) = flusher.broken() {
                     let _ = reply.send(Err(e));
                 }
             }
