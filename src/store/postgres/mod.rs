@@ -2,7 +2,8 @@
 //! (the same tables, words and rules), and adds what instances must share: rate windows and the
 //! 429 pause (`rate`), and locks held across instances (`lock`).
 //!
-//! - this file: connecting, and the queue (accept, claim, record);
+//! - this file: connecting, and the queue (accept, claim);
+//! - `records`: recording attempts, many callers' in one statement;
 //! - `log`: reading the delivery log (lists, details, stats, hourly counts);
 //! - `operate`: what operators change (replay, cancel, forget, purge);
 //! - `rate`: rate windows kept in PostgreSQL; `lock`: advisory locks.
@@ -12,7 +13,7 @@
 //! leases, attempts, rate windows; a database crash can lose their last fraction of a second,
 //! which means at worst a repeated delivery or call, as at-least-once allows). No transaction
 //! or row lock is held while a destination is called: a claim is one statement, and so is a
-//! record. When PostgreSQL cannot be reached, each operation fails after [`ACQUIRE_TIMEOUT`]
+//! group of records. When PostgreSQL cannot be reached, each operation fails after [`ACQUIRE_TIMEOUT`]
 //! (accepts answer 503) and the pools connect again by themselves once it is back.
 
 use std::collections::HashMap;
@@ -25,7 +26,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Connection as _, Row, SqlSafeStr};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
-use super::assemble::{attempt_json, claimed, total};
+use super::assemble::{claimed, total};
 use super::model::*;
 use super::{Schema, Store, StoreError};
 
@@ -33,6 +34,7 @@ mod lock;
 mod log;
 mod operate;
 mod rate;
+mod records;
 
 pub use lock::PgLocks;
 pub use rate::{PAUSE_READ_EVERY, PgLimiters};
@@ -58,6 +60,7 @@ pub struct PgStore {
     /// Commits return before the disk: leases, attempts, rate windows, reads.
     pub(crate) relaxed: PgPool,
     accepts: mpsc::Sender<(Incoming, Reply)>,
+    records: records::Records,
 }
 
 fn migrator() -> Migrator {
@@ -153,6 +156,7 @@ impl PgStore {
         let (tx, rx) = mpsc::channel(4 * GROUP_MAX);
         tokio::spawn(group_commit(durable.clone(), rx));
         Ok(PgStore {
+            records: records::start(relaxed.clone()),
             durable,
             relaxed,
             accepts: tx,
@@ -459,49 +463,12 @@ impl Store for PgStore {
         if attempts.is_empty() {
             return Ok(());
         }
-        let now = now_ms();
-        let rows: Vec<serde_json::Value> = attempts
-            .iter()
-            .map(|a| attempt_json(a, now, text))
-            .collect();
-        // One statement for the whole batch. Only the claim's holder records: the delivery is
-        // moved only where its token still matches, and the attempt row and hourly count are
-        // written only for the deliveries that moved.
-        sqlx::query(
-            "WITH x AS (
-                 SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
-                     id bigint, lease text, number bigint, started_at bigint, duration_ms bigint,
-                     outcome text, status_code bigint, error text, response text, state text,
-                     status text, next_at bigint)),
-             moved AS (
-                 UPDATE deliveries d SET status = x.status, attempts = x.number,
-                     next_attempt_at = x.next_at, last_error = x.error,
-                     state = COALESCE(x.state, d.state),
-                     lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL,
-                     claimed_at = NULL, in_doubt_since = NULL, updated_at = $2
-                 FROM x WHERE d.id = x.id AND d.lease_token = x.lease
-                 RETURNING d.id, d.destination),
-             logged AS (
-                 INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome,
-                                       status_code, error, response)
-                 SELECT x.id, x.number, x.started_at, x.duration_ms, x.outcome, x.status_code,
-                        x.error, x.response
-                 FROM x JOIN moved ON moved.id = x.id)
-             INSERT INTO attempt_counts (destination, hour, delivered, failed)
-             SELECT moved.destination, x.started_at / 3600000,
-                    COUNT(*) FILTER (WHERE x.outcome = 'delivered'),
-                    COUNT(*) FILTER (WHERE x.outcome <> 'delivered')
-             FROM x JOIN moved ON moved.id = x.id
-             GROUP BY 1, 2
-             ON CONFLICT (destination, hour) DO UPDATE SET
-                 delivered = attempt_counts.delivered + excluded.delivered,
-                 failed = attempt_counts.failed + excluded.failed",
-        )
-        .bind(serde_json::Value::from(rows).to_string())
-        .bind(now)
-        .execute(&self.relaxed)
-        .await?;
-        Ok(())
+        let (tx, rx) = oneshot::channel();
+        self.records
+            .send((attempts, tx))
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
     async fn unclaim(&self, claims: Vec<(i64, String)>) -> Result<(), StoreError> {
