@@ -7,7 +7,8 @@
 use std::time::Duration;
 
 use hookfan::store::{
-    Accepted, AttemptLog, Filter, Incoming, Next, Selection, SqliteStore, Status, Store, now_ms,
+    Accepted, AttemptLog, Claimed, Filter, Incoming, Next, Selection, SqliteStore, Status, Store,
+    now_ms,
 };
 
 use crate::backends::{Backend, on_both_stores};
@@ -76,6 +77,7 @@ async fn attempt_once(
 
 on_both_stores!(
     an_attempt_that_outlived_its_lease_does_not_overwrite_the_next_one,
+    records_that_arrive_together_are_each_written_once_and_only_by_the_lease_holder,
     claims_in_the_same_millisecond_have_tokens_of_their_own,
     accept_is_one_transaction_and_duplicates_add_nothing,
     repeats_that_arrive_together_are_stored_once,
@@ -92,18 +94,34 @@ on_both_stores!(
     text_the_database_would_refuse_is_stored_all_the_same,
 );
 
-async fn an_attempt_that_outlived_its_lease_does_not_overwrite_the_next_one(b: Backend) {
-    let store = b.store.as_ref();
-    store.accept(incoming("p1", &["crm"])).await.unwrap();
+/// `n` notifications for `crm`; worker-a claims the first with a lease that runs out, then
+/// worker-b claims all `n`: (worker-a's claim, worker-b's claims).
+async fn an_outlived_claim_and_the_next(
+    store: &dyn Store,
+    n: usize,
+) -> (Vec<Claimed>, Vec<Claimed>) {
+    for i in 0..n {
+        store
+            .accept(incoming(&format!("p{i}"), &["crm"]))
+            .await
+            .unwrap();
+    }
     let slow = store
         .claim_due("crm", 1, "worker-a", Duration::from_millis(50))
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(80)).await;
     // The lease ran out: another worker takes the delivery over.
-    let fresh = store.claim_due("crm", 1, "worker-b", LEASE).await.unwrap();
-    assert_eq!(fresh.len(), 1);
+    let fresh = store.claim_due("crm", n, "worker-b", LEASE).await.unwrap();
+    assert_eq!(fresh.len(), n);
+    assert_eq!(fresh[0].delivery_id, slow[0].delivery_id);
     assert_ne!(slow[0].lease, fresh[0].lease);
+    (slow, fresh)
+}
+
+async fn an_attempt_that_outlived_its_lease_does_not_overwrite_the_next_one(b: Backend) {
+    let store = b.store.as_ref();
+    let (slow, fresh) = an_outlived_claim_and_the_next(store, 1).await;
     assert!(
         fresh[0].in_doubt_since.is_some(),
         "the first claim was never recorded"
@@ -136,6 +154,35 @@ async fn an_attempt_that_outlived_its_lease_does_not_overwrite_the_next_one(b: B
         store.hourly(0).await.unwrap()[0].delivered == 1,
         "only the holder's attempt is counted"
     );
+}
+
+async fn records_that_arrive_together_are_each_written_once_and_only_by_the_lease_holder(
+    b: Backend,
+) {
+    let store = b.store.as_ref();
+    let (slow, fresh) = an_outlived_claim_and_the_next(store, 20).await;
+
+    // Every record at once. The stores write the records waiting together in one go, so one
+    // statement can hold both attempts of a delivery: here they come in one call, for sure.
+    let both = store.record(vec![
+        delivered(slow[0].delivery_id, &slow[0].lease),
+        delivered(fresh[0].delivery_id, &fresh[0].lease),
+    ]);
+    let rest = fresh[1..]
+        .iter()
+        .map(|c| store.record(vec![delivered(c.delivery_id, &c.lease)]));
+    let (both, rest) = tokio::join!(both, futures_util::future::join_all(rest));
+    both.unwrap();
+    assert!(rest.iter().all(Result::is_ok), "{rest:?}");
+
+    let (row, attempts) = store.show(slow[0].delivery_id).await.unwrap().unwrap();
+    assert_eq!(row.status, Status::Delivered);
+    assert_eq!(attempts.len(), 1, "the outlived attempt is not logged");
+    for c in &fresh {
+        let (row, attempts) = store.show(c.delivery_id).await.unwrap().unwrap();
+        assert_eq!((row.status, attempts.len()), (Status::Delivered, 1));
+    }
+    assert_eq!(store.hourly(0).await.unwrap()[0].delivered, 20);
 }
 
 async fn claims_in_the_same_millisecond_have_tokens_of_their_own(b: Backend) {
