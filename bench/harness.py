@@ -28,6 +28,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from typing import ClassVar
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,18 +201,23 @@ class Meter:
     ours: float = 0.0
     watched: dict[int, float] = field(default_factory=dict)
     switches: dict[int, int] = field(default_factory=dict)
+    pg: float = 0.0
+    # Step 6: the PostgreSQL server's processes work for us, not against us.
+    with_postgres: ClassVar[bool] = False
 
     @staticmethod
     def ours_now() -> float:
         me = resource.getrusage(resource.RUSAGE_SELF)
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         live = sum(proc_cpu_s(pid) for pid, p in Procs.live.items() if p.poll() is None)
-        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + live
+        server = PgServer.cpu_s() if Meter.with_postgres else 0.0
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime + live + server
 
     @classmethod
     def start(cls, *pids: int) -> Meter:
         m = cls()
         m.ours = cls.ours_now()
+        m.pg = PgServer.cpu_s() if cls.with_postgres else 0.0
         m.watched = {pid: proc_cpu_s(pid) for pid in pids}
         m.switches = {pid: proc_ctxt_switches(pid) for pid in pids}
         return m
@@ -225,6 +231,8 @@ class Meter:
             "other_cores": max(0.0, busy - ours) / elapsed,
             "machine_cores": busy / elapsed,
         }
+        if Meter.with_postgres:
+            out["postgres_cores"] = (PgServer.cpu_s() - self.pg) / elapsed
         for pid, before in self.watched.items():
             out[f"cpu_s:{pid}"] = proc_cpu_s(pid) - before
             out[f"cs:{pid}"] = proc_ctxt_switches(pid) - self.switches[pid]
@@ -263,19 +271,154 @@ campaign = "{{{{ participation.campaign_name }}}}"
 """
 
 
+# ---------------------------------------------------------------------------------------------
+# PostgreSQL (step 6): the server named by HOOKFAN_BENCH_POSTGRES_URL, else
+# HOOKFAN_TEST_POSTGRES_URL, else the local default; a schema of its own per measurement, read
+# and filled with psql (the harness stays standard-library Python).
+
+PG_DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/test"
+
+
+def pg_url() -> str:
+    return (os.environ.get("HOOKFAN_BENCH_POSTGRES_URL") or os.environ.get("HOOKFAN_TEST_POSTGRES_URL")
+            or PG_DEFAULT_URL)
+
+
+def without_password(url: str) -> str:
+    return re.sub(r"//([^:/@]*):[^@/]*@", r"//\1:***@", url)
+
+
+class PgServer:
+    def __init__(self, url: str):
+        self.url = url
+        self.n = 0
+        self.prefix = f"hookfan_bench_{os.getpid()}_"
+
+    def psql(self, sql: str, schema: str | None = None, timeout: float = 900) -> str:
+        """Runs `sql` (read from stdin, one transaction per statement unless it says otherwise)."""
+        env = dict(os.environ)
+        if schema:
+            env["PGOPTIONS"] = f"-c search_path={schema}"
+        r = subprocess.run(["psql", "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.url],
+                           input=sql, capture_output=True, text=True, env=env, timeout=timeout)
+        if r.returncode != 0:
+            raise StepFailed(f"psql failed: {without_password(r.stderr.strip()[-300:])}")
+        return r.stdout.strip()
+
+    def version(self) -> str | None:
+        """The server's version and settings that move the figures, or None if it cannot be reached."""
+        if not shutil.which("psql"):
+            return None
+        try:
+            out = self.psql("SELECT current_setting('server_version') || ', shared_buffers '"
+                            " || current_setting('shared_buffers') || ', synchronous_commit '"
+                            " || current_setting('synchronous_commit') || ', fsync '"
+                            " || current_setting('fsync');", timeout=10)
+        except (StepFailed, subprocess.TimeoutExpired, OSError):
+            return None
+        return f"PostgreSQL {out}" if out else None
+
+    def schema(self, name: str) -> PgSchema:
+        self.n += 1
+        schema = f"{self.prefix}{self.n:02d}_{re.sub(r'[^a-z0-9_]', '_', name.lower())}"
+        self.psql(f"CREATE SCHEMA {schema};")
+        return PgSchema(self, schema)
+
+    def drop_all(self) -> None:
+        try:
+            names = self.psql(f"SELECT nspname FROM pg_namespace WHERE nspname LIKE '{self.prefix}%';").split()
+            for name in names:
+                self.psql(f"DROP SCHEMA IF EXISTS {name} CASCADE;")
+        except (StepFailed, subprocess.TimeoutExpired, OSError) as e:
+            log(f"  could not drop the bench schemas ({self.prefix}*): {e}")
+
+    @staticmethod
+    def cpu_s() -> float:
+        """CPU used by the server's processes on this machine, with that of its ended children
+        (a backend that closed is counted in the postmaster's)."""
+        total = 0.0
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                if (d / "comm").read_text().strip() != "postgres":
+                    continue
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                total += sum(int(x) for x in fields[11:15]) / CLK_TCK
+            except (OSError, IndexError, ValueError):
+                continue
+        return total
+
+
+def postgres_cores(meter: dict) -> str:
+    """The server's share of a step's CPU, for its row (empty outside step 6)."""
+    return f"; PostgreSQL {meter['postgres_cores']:.2f} cores" if "postgres_cores" in meter else ""
+
+
+@dataclass
+class PgSchema:
+    server: PgServer
+    name: str
+
+    def hookfan_url(self) -> str:
+        sep = "&" if "?" in self.server.url else "?"
+        return f"{self.server.url}{sep}options[search_path]={self.name}"
+
+    def sql(self, sql: str, timeout: float = 900) -> str:
+        return self.server.psql(sql, schema=self.name, timeout=timeout)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        rows = self.sql("SELECT status, count(*) FROM deliveries GROUP BY status "
+                        "UNION ALL SELECT 'notifications', count(*) FROM notifications;")
+        for line in rows.splitlines():
+            key, _, n = line.partition("|")
+            out[key] = int(n)
+        return out
+
+    def pending(self) -> int:
+        return int(self.sql("SELECT count(*) FROM deliveries WHERE status = 'pending';") or 0)
+
+    def fill(self, notifications: int, destinations: list[str]) -> float:
+        """What `fill()` does for SQLite, in PostgreSQL, then VACUUM ANALYZE (a store at rest)."""
+        t0 = time.monotonic()
+        template = re.sub(r'"id"\s*:\s*"[^"]+"', '"id":"__ID__"', PAYLOAD.read_text().strip(), count=1)
+        if "$tpl$" in template:
+            raise StepFailed("the payload cannot be quoted for psql")
+        now = int(time.time() * 1000)
+        run = f"backlog-{os.getpid()}-{now:x}"
+        dests = ", ".join(f"('{d}', {i})" for i, d in enumerate(destinations))
+        self.sql(f"""BEGIN;
+INSERT INTO notifications (source, participation_id, format, body_sha256, body, received_at)
+SELECT 'qualifio', pid, 'v2', encode(sha256(convert_to(body, 'UTF8')), 'hex'), body, {now}
+FROM (SELECT '{run}-' || x AS pid, replace($tpl${template}$tpl$, '__ID__', '{run}-' || x) AS body
+      FROM generate_series(1, {notifications}) AS x) s;
+INSERT INTO deliveries (notification_id, destination, status, attempts, next_attempt_at, created_at, updated_at)
+SELECT n.id, d.name, 'pending', 0, {now}, {now}, {now}
+FROM notifications n CROSS JOIN (VALUES {dests}) AS d(name, ord) ORDER BY n.id, d.ord;
+COMMIT;
+VACUUM ANALYZE;
+CHECKPOINT;
+""")
+        return time.monotonic() - t0
+
+
 class Hookfan:
-    def __init__(self, bin_path: Path, workdir: Path, destinations: str):
+    def __init__(self, bin_path: Path, workdir: Path, destinations: str, pg: PgSchema | None = None):
+        """A relay on a SQLite store in `workdir`, or on PostgreSQL in the schema `pg`."""
         self.bin = bin_path
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
+        self.pg = pg
         self.port = free_port()
         self.config = self.dir / "hookfan.toml"
+        storage = pg.hookfan_url() if pg is not None else "sqlite://hookfan.db"
         self.config.write_text(
             f"""[server]
 listen = "127.0.0.1:{self.port}"
 
 [storage]
-url = "sqlite://hookfan.db"
+url = "{storage}"
 
 [sources.qualifio]
 token = "{TOKEN}"
@@ -344,6 +487,8 @@ token = "{TOKEN}"
 
     def counts(self) -> dict[str, int]:
         """Deliveries by status, and notifications, read from the store (read-only)."""
+        if self.pg is not None:
+            return self.pg.counts()
         con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
         try:
             out = dict(con.execute("SELECT status, count(*) FROM deliveries GROUP BY status").fetchall())
@@ -354,11 +499,14 @@ token = "{TOKEN}"
 
     def wait_pending_zero(self, cap_s: float, poll_s: float = 0.1) -> tuple[float, int]:
         """Seconds until no delivery is pending (or cap_s), and how many were left."""
-        con = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
+        con = None if self.pg is not None else sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
         t0 = time.monotonic()
         try:
             while True:
-                left = con.execute("SELECT count(*) FROM deliveries WHERE status = 'pending'").fetchone()[0]
+                if con is None:
+                    left = self.pg.pending()
+                else:
+                    left = con.execute("SELECT count(*) FROM deliveries WHERE status = 'pending'").fetchone()[0]
                 now = time.monotonic()
                 if left == 0 or now - t0 >= cap_s:
                     return now - t0, left
@@ -366,7 +514,8 @@ token = "{TOKEN}"
                     raise StepFailed(f"hookfan died while delivering: {self.log_tail()}")
                 time.sleep(poll_s)
         finally:
-            con.close()
+            if con is not None:
+                con.close()
 
 
 class Sink:
@@ -746,48 +895,56 @@ class Bench:
     def accept(self) -> None:
         for conns in (32, 128):
             h = Hookfan(self.hookfan, self.workdir(f"accept-c{conns}"), dest_file("archive", enabled=False))
-            try:
-                h.start()
-                what = f"No-store ceiling: wrk GET /healthz, {conns} connections"
-                try:
-                    m = Meter.start(h.pid)
-                    w = wrk(h.url("/healthz"), conns, self.plan.ceiling_s, lua=False)
-                    meter = m.stop()
-                    if w["ok"] == 0:
-                        raise StepFailed("no 2xx answer from /healthz")
-                    self.ceiling[conns] = w["ok_per_s"]
-                    self.r.raw[f"ceiling_c{conns}"] = w
-                    self.r.add(Row("1 bound", what, f"{fmt_int(w['ok_per_s'])} req/s (p99 {fmt_ms(w['p99_ms'])} ms)"), meter)
-                except Exception as e:  # noqa: BLE001
-                    self.r.fail("1 bound", what, e)
+            self._ceiling_and_accept(h, conns, "2 accept", "", self.ceiling)
 
-                what = f"Accept: wrk POST, new id each, {conns} connections"
+    def _ceiling_and_accept(self, h: Hookfan, conns: int, step: str, label: str, ceilings: dict[int, float],
+                            key: str = "") -> None:
+        """The no-store ceiling of `h`, then its accept rate, at `conns` connections (`key`
+        prefixes the names of the raw figures)."""
+        try:
+            h.start()
+            what = f"{label}No-store ceiling: wrk GET /healthz, {conns} connections"
+            try:
                 m = Meter.start(h.pid)
-                w = wrk(h.url(), conns, self.plan.accept_s, lua=True)
+                w = wrk(h.url("/healthz"), conns, self.plan.ceiling_s, lua=False)
                 meter = m.stop()
-                stored = h.counts()["notifications"]
-                if w["ok"] == 0 or stored == 0:
-                    raise StepFailed(f"nothing accepted: {w['non2xx']} non-2xx, {w['socket_errors']} socket errors")
-                cores = meter[f"cpu_s:{h.pid}"] / meter["elapsed_s"]
-                us_per = meter[f"cpu_s:{h.pid}"] / max(w["ok"], 1) * 1e6
-                cs_per = meter[f"cs:{h.pid}"] / max(w["ok"], 1)
-                ceiling = self.ceiling.get(conns)
-                self.r.raw[f"accept_c{conns}"] = dict(w, stored=stored, hookfan_cores=cores, cpu_us_per_accept=us_per,
-                                                      context_switches_per_accept=cs_per)
-                extra = f"; {w['non2xx']:,} non-2xx" if w["non2xx"] else ""
-                self.r.add(Row(
-                    "2 accept", what,
-                    f"{fmt_int(w['ok_per_s'])}/s (p50 {fmt_ms(w['p50_ms'])} ms, p99 {fmt_ms(w['p99_ms'])} ms; "
-                    f"hookfan {cores:.2f} cores, {us_per:,.0f} µs CPU and {cs_per:.1f} context switches each{extra})",
-                    bound=f"ceiling {fmt_int(ceiling)}/s" if ceiling else "",
-                    ratio=pct(w["ok_per_s"] / ceiling) if ceiling else "",
-                    target="≥ 25% of ceiling",
-                ), meter)
-                self.note_hwm(h, f"accept, {conns} connections")
+                if w["ok"] == 0:
+                    raise StepFailed("no 2xx answer from /healthz")
+                ceilings[conns] = w["ok_per_s"]
+                self.r.raw[f"{key}ceiling_c{conns}"] = w
+                self.r.add(Row("1 bound" if not label else step, what,
+                               f"{fmt_int(w['ok_per_s'])} req/s (p99 {fmt_ms(w['p99_ms'])} ms)"), meter)
             except Exception as e:  # noqa: BLE001
-                self.r.fail("2 accept", f"Accept, {conns} connections", e)
-            finally:
-                self._stop(h, "2 accept")
+                self.r.fail(step, what, e)
+
+            what = f"{label}Accept: wrk POST, new id each, {conns} connections"
+            m = Meter.start(h.pid)
+            w = wrk(h.url(), conns, self.plan.accept_s, lua=True)
+            meter = m.stop()
+            stored = h.counts()["notifications"]
+            if w["ok"] == 0 or stored == 0:
+                raise StepFailed(f"nothing accepted: {w['non2xx']} non-2xx, {w['socket_errors']} socket errors")
+            cores = meter[f"cpu_s:{h.pid}"] / meter["elapsed_s"]
+            us_per = meter[f"cpu_s:{h.pid}"] / max(w["ok"], 1) * 1e6
+            cs_per = meter[f"cs:{h.pid}"] / max(w["ok"], 1)
+            ceiling = ceilings.get(conns)
+            self.r.raw[f"{key}accept_c{conns}"] = dict(w, stored=stored, hookfan_cores=cores, cpu_us_per_accept=us_per,
+                                                      context_switches_per_accept=cs_per,
+                                                      postgres_cores=meter.get("postgres_cores"))
+            extra = (f"; {w['non2xx']:,} non-2xx" if w["non2xx"] else "") + postgres_cores(meter)
+            self.r.add(Row(
+                step, what,
+                f"{fmt_int(w['ok_per_s'])}/s (p50 {fmt_ms(w['p50_ms'])} ms, p99 {fmt_ms(w['p99_ms'])} ms; "
+                f"hookfan {cores:.2f} cores, {us_per:,.0f} µs CPU and {cs_per:.1f} context switches each{extra})",
+                bound=f"ceiling {fmt_int(ceiling)}/s" if ceiling else "",
+                ratio=pct(w["ok_per_s"] / ceiling) if ceiling else "",
+                target="≥ 25% of ceiling",
+            ), meter)
+            self.note_hwm(h, f"{label}accept, {conns} connections")
+        except Exception as e:  # noqa: BLE001
+            self.r.fail(step, f"{label}Accept, {conns} connections", e)
+        finally:
+            self._stop(h, step)
 
     def _stop(self, h: Hookfan, step: str) -> None:
         try:
@@ -896,13 +1053,11 @@ class Bench:
         if self.sink is None:
             self.r.fail("4 delivery", "Backlog drain", StepFailed("no sink"))
             return
-        total = self.plan.backlog
         templates: dict[int, Path] = {}
-        variants = [(1, 4), (1, 64), (3, 4)]
-        for k, conc in variants:
+        for k, conc in [(1, 4), (1, 64), (3, 4)]:
             names = [f"d{i + 1}" for i in range(k)]
-            n = -(-total // k)
-            what = f"Drain a backlog of {n * k:,} deliveries: {k} webhook destination{'s' if k > 1 else ''} per notification (concurrency {conc})"
+            n = -(-self.plan.backlog // k)
+            what = self._drain_what(n, k, conc)
             h = None
             try:
                 if k not in templates:
@@ -911,32 +1066,7 @@ class Bench:
                 d = self.workdir(f"drain-{k}x-c{conc}")
                 copy_store(templates[k], d)
                 h = Hookfan(self.hookfan, d, "".join(dest_webhook(x, self.sink.port, conc) for x in names))
-                sink_before = self.sink.count()
-                h.start()
-                m = Meter.start(h.pid)
-                secs, left = h.wait_pending_zero(self.plan.drain_cap_s)
-                meter = m.stop()
-                c = h.counts()
-                delivered = c.get("delivered", 0)
-                if delivered == 0:
-                    raise StepFailed(f"nothing delivered in {secs:.0f} s ({c}); {h.log_tail()}")
-                rate = delivered / secs
-                cpu = meter[f"cpu_s:{h.pid}"]
-                cs_per = meter[f"cs:{h.pid}"] / delivered
-                self.r.raw[f"drain_{k}x_c{conc}"] = dict(
-                    deliveries=n * k, delivered=delivered, seconds=secs, left=left, rate=rate,
-                    hookfan_cpu_s=cpu, context_switches_per_delivery=cs_per, sink_received=self.sink.count() - sink_before, dead=c.get("dead", 0),
-                )
-                status = f"all in {secs:.1f} s" if left == 0 else f"{delivered:,} in {secs:.0f} s, {left:,} left (capped)"
-                self.r.add(Row(
-                    "4 delivery", what,
-                    f"{fmt_int(rate)} deliveries/s ({status}; hookfan {cpu / secs:.2f} cores, "
-                    f"{cpu / delivered * 1000:.2f} ms CPU and {cs_per:.0f} context switches each" + (f"; {c.get('dead', 0):,} dead" if c.get("dead") else "") + ")",
-                    bound=f"sink {fmt_int(self.sink_ceiling)}/s" if self.sink_ceiling else "",
-                    ratio=pct(rate / self.sink_ceiling) if self.sink_ceiling else "",
-                    target="≥ 5,000/s",
-                ), meter)
-                self.note_hwm(h, f"drain {k}×, concurrency {conc}")
+                self._drain(h, what, n * k, "4 delivery", f"drain_{k}x_c{conc}", f"drain {k}×, concurrency {conc}")
             except Exception as e:  # noqa: BLE001
                 self.r.fail("4 delivery", what, e)
             finally:
@@ -945,6 +1075,85 @@ class Bench:
         if not self.keep:
             for t in templates.values():
                 shutil.rmtree(t.parent, ignore_errors=True)
+
+    @staticmethod
+    def _drain_what(n: int, k: int, conc: int) -> str:
+        return (f"Drain a backlog of {n * k:,} deliveries: {k} webhook destination{'s' if k > 1 else ''} "
+                f"per notification (concurrency {conc})")
+
+    def _drain(self, h: Hookfan, what: str, deliveries: int, step: str, key: str, label: str) -> None:
+        """Starts `h` on its filled store and times it until nothing is pending."""
+        assert self.sink is not None
+        sink_before = self.sink.count()
+        h.start()
+        m = Meter.start(h.pid)
+        secs, left = h.wait_pending_zero(self.plan.drain_cap_s)
+        meter = m.stop()
+        c = h.counts()
+        delivered = c.get("delivered", 0)
+        if delivered == 0:
+            raise StepFailed(f"nothing delivered in {secs:.0f} s ({c}); {h.log_tail()}")
+        rate = delivered / secs
+        cpu = meter[f"cpu_s:{h.pid}"]
+        cs_per = meter[f"cs:{h.pid}"] / delivered
+        self.r.raw[key] = dict(
+            deliveries=deliveries, delivered=delivered, seconds=secs, left=left, rate=rate,
+            hookfan_cpu_s=cpu, context_switches_per_delivery=cs_per, sink_received=self.sink.count() - sink_before,
+            dead=c.get("dead", 0), postgres_cores=meter.get("postgres_cores"),
+        )
+        status = f"all in {secs:.1f} s" if left == 0 else f"{delivered:,} in {secs:.0f} s, {left:,} left (capped)"
+        extra = (f"; {c.get('dead', 0):,} dead" if c.get("dead") else "") + postgres_cores(meter)
+        self.r.add(Row(
+            step, what,
+            f"{fmt_int(rate)} deliveries/s ({status}; hookfan {cpu / secs:.2f} cores, "
+            f"{cpu / delivered * 1000:.2f} ms CPU and {cs_per:.0f} context switches each{extra})",
+            bound=f"sink {fmt_int(self.sink_ceiling)}/s" if self.sink_ceiling else "",
+            ratio=pct(rate / self.sink_ceiling) if self.sink_ceiling else "",
+            target="≥ 5,000/s",
+        ), meter)
+        self.note_hwm(h, label)
+
+    # 6. PostgreSQL ----------------------------------------------------------------------------
+
+    def postgres(self, pg: PgServer) -> None:
+        """Accept and drain again with the store in PostgreSQL (on this machine: the server
+        shares the two cores with everything else, and its CPU is printed beside hookfan's)."""
+        Meter.with_postgres = True
+        try:
+            ceilings: dict[int, float] = {}
+            for conns in (32, 128):
+                h = Hookfan(self.hookfan, self.workdir(f"pg-accept-c{conns}"), dest_file("archive", enabled=False),
+                            pg=pg.schema(f"accept_c{conns}"))
+                self._ceiling_and_accept(h, conns, "6 postgres", "PostgreSQL: ", ceilings, key="pg_")
+            if self.sink is None:
+                self.r.fail("6 postgres", "PostgreSQL: backlog drain", StepFailed("no sink"))
+                return
+            n = self.plan.backlog
+            for conc in (4, 64):
+                what = "PostgreSQL: " + self._drain_what(n, 1, conc)
+                h = None
+                try:
+                    schema = pg.schema(f"drain_c{conc}")
+                    # hookfan creates the tables, then the backlog is written straight in.
+                    first = Hookfan(self.hookfan, self.workdir(f"pg-migrate-c{conc}"), "", pg=schema)
+                    try:
+                        first.start()
+                    finally:
+                        self._stop(first, "6 postgres")
+                    log(f"  filling PostgreSQL: {n:,} notifications × 1")
+                    secs = schema.fill(n, ["d1"])
+                    log(f"  filled in {secs:.1f} s")
+                    h = Hookfan(self.hookfan, self.workdir(f"pg-drain-c{conc}"),
+                                dest_webhook("d1", self.sink.port, conc), pg=schema)
+                    self._drain(h, what, n, "6 postgres", f"pg_drain_1x_c{conc}", f"PostgreSQL drain, concurrency {conc}")
+                except Exception as e:  # noqa: BLE001
+                    self.r.fail("6 postgres", what, e)
+                finally:
+                    if h is not None:
+                        self._stop(h, "6 postgres")
+        finally:
+            Meter.with_postgres = False
+            pg.drop_all()
 
     # 5. Memory and start-up ------------------------------------------------------------------
 
@@ -1004,25 +1213,25 @@ class Bench:
 # ---------------------------------------------------------------------------------------------
 
 
-STEPS = ("bounds", "accept", "latency", "delivery", "memory")
+STEPS = ("bounds", "accept", "latency", "delivery", "memory", "postgres")
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--smoke", action="store_true", help="every step for a second or two (CI)")
-    ap.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
+    ap.add_argument("--steps", default=None, help=f"comma-separated subset of {','.join(STEPS)} (default: all)")
     ap.add_argument("--bin-dir", default=os.environ.get("BENCH_BIN_DIR", str(ROOT / "target" / "release")))
     ap.add_argument("--out-dir", default=str(ROOT / "target" / "bench"))
     ap.add_argument("--keep", action="store_true", help="keep the stores and logs under the out dir")
     args = ap.parse_args()
     smoke = args.smoke or os.environ.get("BENCH_SMOKE", "") not in ("", "0")
-    steps = [s.strip() for s in args.steps.split(",") if s.strip()]
+    steps = [s.strip() for s in (args.steps or ",".join(STEPS)).split(",") if s.strip()]
     unknown = set(steps) - set(STEPS)
     if unknown:
         ap.error(f"unknown steps: {', '.join(sorted(unknown))}")
     plan = Plan.make(smoke)
 
-    bins = Path(args.bin_dir)
+    bins = Path(args.bin_dir).resolve()
     for b in (bins / "hookfan", bins / "examples" / "bench_sink", bins / "examples" / "bench_load"):
         if not os.access(b, os.X_OK):
             print(f"bench: {b} is missing; build it first (bench/run does)", file=sys.stderr)
@@ -1040,6 +1249,21 @@ def main() -> int:
     load_before = os.getloadavg()
     builders_before = busy_builders()
     info = machine(work)
+    pg: PgServer | None = None
+    if "postgres" in steps:
+        pg = PgServer(pg_url())
+        version = pg.version()
+        if version is None:
+            # Asked for by name, a missing server is a failure; in the default run, a skip.
+            if args.steps is not None:
+                print(f"bench: no PostgreSQL at {without_password(pg.url)} (set HOOKFAN_BENCH_POSTGRES_URL)",
+                      file=sys.stderr)
+                return 2
+            log(f"  no PostgreSQL at {without_password(pg.url)}: step 6 skipped (set HOOKFAN_BENCH_POSTGRES_URL)")
+            info.append(("PostgreSQL", f"none at {without_password(pg.url)}: step 6 skipped"))
+            pg = None
+        else:
+            info.append(("PostgreSQL", f"{version}, at {without_password(pg.url)} (shares the cores)"))
     bench = Bench(plan, bins, work, report, keep=args.keep)
     log(f"{'smoke' if smoke else 'full'} run; work files in {work}")
     if builders_before:
@@ -1076,6 +1300,12 @@ def main() -> int:
         if "memory" in steps:
             log("5. memory and start-up")
             bench.memory_and_startup()
+        builders_seen.update(busy_builders())
+        if pg is not None:
+            log("6. PostgreSQL")
+            if bench.sink is None:
+                bench.sink_start()
+            bench.postgres(pg)
         builders_seen.update(busy_builders())
     finally:
         if bench.sink is not None:
