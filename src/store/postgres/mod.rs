@@ -13,8 +13,9 @@
 //! leases, attempts, rate windows; a database crash can lose their last fraction of a second,
 //! which means at worst a repeated delivery or call, as at-least-once allows). No transaction
 //! or row lock is held while a destination is called: a claim is one statement, and so is a
-//! group of records. When PostgreSQL cannot be reached, each operation fails after [`ACQUIRE_TIMEOUT`]
-//! (accepts answer 503) and the pools connect again by themselves once it is back.
+//! group of records. When PostgreSQL cannot be reached, each operation fails after
+//! [`ACQUIRE_TIMEOUT`] (accepts answer 503) and the pools connect again by themselves once it
+//! is back.
 
 use std::collections::HashMap;
 use std::str::FromStr as _;
