@@ -385,15 +385,23 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// Hands `item` to the task that groups such work, and waits for its answer.
+async fn through<T, R>(
+    tasks: &mpsc::Sender<(T, oneshot::Sender<Result<R, StoreError>>)>,
+    item: T,
+) -> Result<R, StoreError> {
+    let (tx, rx) = oneshot::channel();
+    tasks
+        .send((item, tx))
+        .await
+        .map_err(|_| StoreError::Closed)?;
+    rx.await.map_err(|_| StoreError::Closed)?
+}
+
 #[async_trait::async_trait]
 impl Store for PgStore {
     async fn accept(&self, incoming: Incoming) -> Result<Accepted, StoreError> {
-        let (tx, rx) = oneshot::channel();
-        self.accepts
-            .send((incoming, tx))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        through(&self.accepts, incoming).await
     }
 
     async fn claim_due(
@@ -464,12 +472,7 @@ impl Store for PgStore {
         if attempts.is_empty() {
             return Ok(());
         }
-        let (tx, rx) = oneshot::channel();
-        self.records
-            .send((attempts, tx))
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        through(&self.records, attempts).await
     }
 
     async fn unclaim(&self, claims: Vec<(i64, String)>) -> Result<(), StoreError> {
