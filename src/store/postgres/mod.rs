@@ -247,8 +247,8 @@ fn key(item: &Incoming) -> Key<'_> {
     )
 }
 
-/// Commits `items` in one statement (one transaction): new notifications with their deliveries,
-/// and for each item either its new id or the id of the notification it repeats.
+/// Commits `items` in one statement (one transaction): new notifications with their deliveries.
+/// Returns for each item either its new id or the id of the notification it repeats.
 async fn accept_all(pool: &PgPool, items: &[Incoming]) -> Result<Vec<Accepted>, StoreError> {
     // The first of several items with one key is the one stored; the others repeat it.
     let mut first: HashMap<Key<'_>, usize> = HashMap::with_capacity(items.len());
@@ -297,12 +297,7 @@ async fn accept_all(pool: &PgPool, items: &[Incoming]) -> Result<Vec<Accepted>, 
              SELECT new.id, d.destination, 'pending', 0, input.received_at, input.received_at, input.received_at
              FROM unnest($8::bigint[], $9::text[]) AS d(ord, destination)
              JOIN new ON new.ord = d.ord JOIN input ON input.ord = d.ord)
-         SELECT input.ord, new.id AS new_id, n.id AS old_id
-         FROM input
-         LEFT JOIN new ON new.ord = input.ord
-         LEFT JOIN notifications n
-             ON new.id IS NULL AND n.source = input.source
-            AND n.participation_id = input.participation_id AND n.body_sha256 = input.body_sha256",
+         SELECT ord, id FROM new",
     )
     .bind(&ord)
     .bind(&sources)
@@ -315,39 +310,33 @@ async fn accept_all(pool: &PgPool, items: &[Incoming]) -> Result<Vec<Accepted>, 
     .bind(&d_name)
     .fetch_all(pool)
     .await?;
-    let mut outcome: HashMap<usize, Accepted> = HashMap::with_capacity(rows.len());
-    let mut unseen = Vec::new();
+    let mut outcome: HashMap<usize, Accepted> = HashMap::with_capacity(unique.len());
     for row in &rows {
         let i = usize::try_from(row.try_get::<i64, _>("ord")?).unwrap_or(usize::MAX);
         let Some(item) = items.get(i) else { continue };
-        match (
-            row.try_get::<Option<i64>, _>("new_id")?,
-            row.try_get::<Option<i64>, _>("old_id")?,
-        ) {
-            (Some(id), _) => {
-                outcome.insert(
-                    i,
-                    Accepted::New {
-                        notification: id,
-                        deliveries: item.destinations.len(),
-                    },
-                );
-            }
-            (None, Some(id)) => {
-                outcome.insert(i, Accepted::Duplicate { notification: id });
-            }
-            // Stored by a transaction that committed after this statement began: it is not in
-            // this statement's snapshot, so look again.
-            (None, None) => unseen.push(i),
-        }
+        outcome.insert(
+            i,
+            Accepted::New {
+                notification: row.try_get("id")?,
+                deliveries: item.destinations.len(),
+            },
+        );
     }
-    for i in unseen {
+    // The rest repeat a notification stored earlier (or by a transaction that committed while
+    // this statement ran: ON CONFLICT waited for it). Each is looked up by the unique key, a
+    // statement whose plan is an index look-up whatever the table's size when it was planned;
+    // a join against `notifications` in the statement above was planned once per connection,
+    // while the table was small, as a scan of the whole table, and kept while it grew.
+    for &i in &unique {
+        if outcome.contains_key(&i) {
+            continue;
+        }
         let item = &items[i];
         let id: i64 = sqlx::query_scalar(
-            "SELECT id FROM notifications WHERE source = $1 AND participation_id = $2 AND body_sha256 = $3",
+            "SELECT id FROM notifications WHERE participation_id = $1 AND source = $2 AND body_sha256 = $3",
         )
-        .bind(&item.source)
         .bind(text(&item.participation_id))
+        .bind(&item.source)
         .bind(&item.body_sha256)
         .fetch_one(pool)
         .await?;
