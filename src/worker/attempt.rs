@@ -149,13 +149,16 @@ impl Worker {
             call.unused();
         }
         // The destination is done with: the slot is free for the next delivery while this one
-        // is recorded (its lease keeps it from being claimed again meanwhile).
+        // is recorded (its lease keeps it from being claimed again meanwhile), unless as many
+        // attempts as the lane has slots already wait for their records.
+        let unrecorded = lane.unrecorded.acquire().await.ok();
         drop(permit);
         lane.wake.notify_one();
         if let Err(e) = self.store.record(logs).await {
             // The leases expire and the deliveries are tried again: at least once, never lost.
             tracing::error!(destination = %destination.name, error = %e, "cannot record attempts");
         }
+        drop(unrecorded);
         // The record may have made a retry due soon: the lane looks again.
         lane.wake.notify_one();
         if !unsent.is_empty() {

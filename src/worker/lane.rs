@@ -75,6 +75,11 @@ pub struct Lane {
     /// Ingress and finished attempts ring this when something may be due.
     pub(super) wake: Notify,
     pub(super) slots: Arc<Semaphore>,
+    /// Attempts that are done and wait for their record, at most as many as `slots`: when the
+    /// store records slower than the destination answers, the lane slows to the store's pace
+    /// instead of holding ever more finished attempts (and their bodies) in memory, their
+    /// leases running out.
+    pub(super) unrecorded: Semaphore,
     /// Shared by every lane with the same rate key (and, on PostgreSQL, every instance).
     pub(super) gate: Arc<dyn rate::Limiter>,
     /// A reload that replaces or removes the destination retires its lane: it stops claiming,
@@ -337,6 +342,7 @@ mod tests {
         let (live, _) = generation(&two_on_one_token("90/10s"));
         let lane = Lane {
             slots: Arc::new(Semaphore::new(4)),
+            unrecorded: Semaphore::new(4),
             gate: Arc::new(rate::Gate::new(None)),
             wake: Notify::new(),
             mapper: live.mapper.clone(),

@@ -185,6 +185,7 @@ impl Worker {
             let (retire, own) = crate::shutdown::channel();
             let lane = Arc::new(Lane {
                 slots: Arc::new(Semaphore::new(destination.concurrency)),
+                unrecorded: Semaphore::new(destination.concurrency),
                 gate,
                 wake: Notify::new(),
                 mapper: generation.mapper.clone(),

@@ -247,7 +247,7 @@ async fn a_killed_instance_loses_nothing_and_repeats_at_most_what_was_in_flight(
     let got = received_ids(&crm);
     assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), posted);
     // Only what the killed instance held unrecorded can have gone out twice, and only once more.
-    // (That is more than `concurrency`: a slot is freed when the destination answers, before
+    // (That is up to twice `concurrency`: a slot is freed when the destination answers, before
     // the attempt is recorded.)
     let repeated: BTreeSet<String> = got
         .iter()
@@ -259,6 +259,44 @@ async fn a_killed_instance_loses_nothing_and_repeats_at_most_what_was_in_flight(
         "repeated {repeated:?}, but the killed instance held only {held:?}: {got:?}"
     );
     assert!(z.stop().await.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_attempts_cannot_be_recorded_an_instance_stops_sending_more() {
+    let Some(schema) = PgSchema::create().await else {
+        return;
+    };
+    let crm = FakeCrm::start().await;
+    let concurrency = 2;
+    let config = crm_destination(&crm, &format!("concurrency = {concurrency}"));
+    let relay = Instance::start(&schema.url, &config, &[]).await;
+    // An operator's long transaction holds the attempts table: every record waits for it.
+    let mut db = schema.connect().await;
+    sqlx::query("BEGIN").execute(&mut db).await.unwrap();
+    sqlx::query("LOCK TABLE attempts IN SHARE MODE")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let client = reqwest::Client::new();
+    for i in 0..20 {
+        assert_eq!(post(&client, &relay.base, &format!("held-{i}")).await, 202);
+    }
+    // As many attempts as the destination has slots wait for their records, and as many again
+    // hold the slots: then the lane waits, rather than sending on with nothing recorded.
+    crm.wait_for(2 * concurrency, WAIT).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        crm.received().len(),
+        2 * concurrency,
+        "sent on while nothing could be recorded"
+    );
+    sqlx::query("ROLLBACK").execute(&mut db).await.unwrap();
+    let store = hookfan::store::open(&schema.url).await.unwrap();
+    all_delivered(store.as_ref(), 20).await;
+    let got = received_ids(&crm);
+    assert_eq!(got.len(), 20);
+    assert!(got.values().all(|n| *n == 1), "sent twice: {got:?}");
+    assert!(relay.stop().await.success());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
