@@ -149,8 +149,8 @@ impl Worker {
             call.unused();
         }
         // The destination is done with: the slot is free for the next delivery while this one
-        // is recorded (its lease keeps it from being claimed again meanwhile), unless as many
-        // attempts as the lane has slots already wait for their records.
+        // is recorded (its lease keeps it from being claimed again meanwhile), unless too many
+        // attempts already wait for their records.
         let unrecorded = lane.unrecorded.acquire().await.ok();
         drop(permit);
         lane.wake.notify_one();

@@ -75,7 +75,7 @@ pub struct Lane {
     /// Ingress and finished attempts ring this when something may be due.
     pub(super) wake: Notify,
     pub(super) slots: Arc<Semaphore>,
-    /// Attempts that are done and wait for their record, at most as many as `slots`: when the
+    /// Attempts that are done and wait for their record ([`super::UNRECORDED_MAX`]): when the
     /// store records slower than the destination answers, the lane slows to the store's pace
     /// instead of holding ever more finished attempts (and their bodies) in memory, their
     /// leases running out.

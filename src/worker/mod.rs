@@ -26,6 +26,13 @@ use lane::Lane;
 /// How long in-flight attempts may finish after a stop signal.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The most answered attempts of one destination that wait for their record at once (or its
+/// `concurrency`, if larger); beyond it the destination's slots stay taken until records catch
+/// up. Enough for the store to record them in groups (PostgreSQL takes up to 128 calls per
+/// statement; a bound of `concurrency` cut a drain at concurrency 4 from 4,641 to 2,746/s),
+/// and few enough to hold in memory well within a lease.
+pub const UNRECORDED_MAX: usize = 256;
+
 /// The slower of two rates (calls per second), `None` being no limit.
 fn strictest(a: Option<Rate>, b: Option<Rate>) -> Option<Rate> {
     match (a, b) {
@@ -185,7 +192,7 @@ impl Worker {
             let (retire, own) = crate::shutdown::channel();
             let lane = Arc::new(Lane {
                 slots: Arc::new(Semaphore::new(destination.concurrency)),
-                unrecorded: Semaphore::new(destination.concurrency),
+                unrecorded: Semaphore::new(destination.concurrency.max(UNRECORDED_MAX)),
                 gate,
                 wake: Notify::new(),
                 mapper: generation.mapper.clone(),

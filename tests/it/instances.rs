@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use hookfan::store::{Filter, Status, Store};
+use hookfan::worker::UNRECORDED_MAX;
 use tokio::sync::Mutex;
 
 use crate::backends::{PgSchema, eventually};
@@ -278,23 +279,25 @@ async fn while_attempts_cannot_be_recorded_an_instance_stops_sending_more() {
         .await
         .unwrap();
     let client = reqwest::Client::new();
-    for i in 0..20 {
+    let posted = UNRECORDED_MAX + 40;
+    for i in 0..posted {
         assert_eq!(post(&client, &relay.base, &format!("held-{i}")).await, 202);
     }
-    // As many attempts as the destination has slots wait for their records, and as many again
-    // hold the slots: then the lane waits, rather than sending on with nothing recorded.
-    crm.wait_for(2 * concurrency, WAIT).await;
+    // UNRECORDED_MAX attempts wait for their records, and `concurrency` more hold the slots:
+    // then the lane waits, rather than sending on with nothing recorded.
+    let most = UNRECORDED_MAX + concurrency;
+    crm.wait_for(most, WAIT).await;
     tokio::time::sleep(Duration::from_millis(700)).await;
     assert_eq!(
         crm.received().len(),
-        2 * concurrency,
+        most,
         "sent on while nothing could be recorded"
     );
     sqlx::query("ROLLBACK").execute(&mut db).await.unwrap();
     let store = hookfan::store::open(&schema.url).await.unwrap();
-    all_delivered(store.as_ref(), 20).await;
+    all_delivered(store.as_ref(), posted).await;
     let got = received_ids(&crm);
-    assert_eq!(got.len(), 20);
+    assert_eq!(got.len(), posted);
     assert!(got.values().all(|n| *n == 1), "sent twice: {got:?}");
     assert!(relay.stop().await.success());
 }
