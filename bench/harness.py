@@ -1096,17 +1096,19 @@ class Bench:
         rate = delivered / secs
         cpu = meter[f"cpu_s:{h.pid}"]
         cs_per = meter[f"cs:{h.pid}"] / delivered
+        rss_kib = h.hwm()
         self.r.raw[key] = dict(
             deliveries=deliveries, delivered=delivered, seconds=secs, left=left, rate=rate,
             hookfan_cpu_s=cpu, context_switches_per_delivery=cs_per, sink_received=self.sink.count() - sink_before,
-            dead=c.get("dead", 0), postgres_cores=meter.get("postgres_cores"),
+            dead=c.get("dead", 0), postgres_cores=meter.get("postgres_cores"), peak_rss_kib=rss_kib,
         )
         status = f"all in {secs:.1f} s" if left == 0 else f"{delivered:,} in {secs:.0f} s, {left:,} left (capped)"
         extra = (f"; {c.get('dead', 0):,} dead" if c.get("dead") else "") + postgres_cores(meter)
         self.r.add(Row(
             step, what,
             f"{fmt_int(rate)} deliveries/s ({status}; hookfan {cpu / secs:.2f} cores, "
-            f"{cpu / delivered * 1000:.2f} ms CPU and {cs_per:.0f} context switches each{extra})",
+            f"{cpu / delivered * 1000:.2f} ms CPU and {cs_per:.0f} context switches each"
+            f"{f', peak RSS {rss_kib / 1024:.1f} MiB' if rss_kib else ''}{extra})",
             bound=f"sink {fmt_int(self.sink_ceiling)}/s" if self.sink_ceiling else "",
             ratio=pct(rate / self.sink_ceiling) if self.sink_ceiling else "",
             target="≥ 5,000/s",
