@@ -248,7 +248,7 @@ async fn a_killed_instance_loses_nothing_and_repeats_at_most_what_was_in_flight(
     let got = received_ids(&crm);
     assert_eq!(got.keys().cloned().collect::<BTreeSet<_>>(), posted);
     // Only what the killed instance held unrecorded can have gone out twice, and only once more.
-    // (That is up to twice `concurrency`: a slot is freed when the destination answers, before
+    // (That can be more than `concurrency`: a slot is freed when the destination answers, before
     // the attempt is recorded.)
     let repeated: BTreeSet<String> = got
         .iter()
