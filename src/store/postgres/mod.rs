@@ -194,7 +194,7 @@ async fn commit_group(pool: &PgPool, batch: Vec<(Incoming, Reply)>) {
     match accept_all(pool, &items).await {
         Ok(results) => {
             for (reply, result) in replies.into_iter().zip(results) {
-                let _ = reply.send(Ok(result));
+                let _ = reply.send(result);
             }
         }
         // A database that cannot be reached fails them all at once (each answers 503 now, not
@@ -208,10 +208,7 @@ async fn commit_group(pool: &PgPool, batch: Vec<(Incoming, Reply)>) {
         // One bad item must not fail the others: commit them one by one instead.
         Err(_) if items.len() > 1 => {
             for (item, reply) in items.into_iter().zip(replies) {
-                let result = accept_all(pool, std::slice::from_ref(&item))
-                    .await
-                    .map(|mut r| r.remove(0));
-                let _ = reply.send(result);
+                let _ = reply.send(accept_one(pool, &item).await);
             }
         }
         Err(e) => {
@@ -248,8 +245,13 @@ fn key(item: &Incoming) -> Key<'_> {
 }
 
 /// Commits `items` in one statement (one transaction): new notifications with their deliveries.
-/// Returns for each item either its new id or the id of the notification it repeats.
-async fn accept_all(pool: &PgPool, items: &[Incoming]) -> Result<Vec<Accepted>, StoreError> {
+/// Returns for each item either its new id or the id of the notification it repeats; an item
+/// whose original cannot be read back gets its own error (the commit, and the others' answers,
+/// stand).
+async fn accept_all(
+    pool: &PgPool,
+    items: &[Incoming],
+) -> Result<Vec<Result<Accepted, StoreError>>, StoreError> {
     // The first of several items with one key is the one stored; the others repeat it.
     let mut first: HashMap<Key<'_>, usize> = HashMap::with_capacity(items.len());
     let mut unique = Vec::with_capacity(items.len());
@@ -310,58 +312,68 @@ async fn accept_all(pool: &PgPool, items: &[Incoming]) -> Result<Vec<Accepted>, 
     .bind(&d_name)
     .fetch_all(pool)
     .await?;
-    let mut outcome: HashMap<usize, Accepted> = HashMap::with_capacity(unique.len());
+    let mut stored_now: HashMap<usize, i64> = HashMap::with_capacity(rows.len());
     for row in &rows {
         let i = usize::try_from(row.try_get::<i64, _>("ord")?).unwrap_or(usize::MAX);
-        let Some(item) = items.get(i) else { continue };
-        outcome.insert(
-            i,
-            Accepted::New {
-                notification: row.try_get("id")?,
-                deliveries: item.destinations.len(),
-            },
-        );
+        stored_now.insert(i, row.try_get("id")?);
     }
     // The rest repeat a notification stored earlier (or by a transaction that committed while
-    // this statement ran: ON CONFLICT waited for it). Each is looked up by the unique key, a
-    // statement whose plan is an index look-up whatever the table's size when it was planned;
-    // a join against `notifications` in the statement above was planned once per connection,
-    // while the table was small, as a scan of the whole table, and kept while it grew.
+    // this statement ran: ON CONFLICT waited for it), looked up one by one: repeats are rare,
+    // and a join against `notifications` in the statement above was what made its plan depend
+    // on the table's size when it was made (BENCHMARKS.md, the fifth round).
+    let mut repeats: HashMap<usize, Result<i64, StoreError>> = HashMap::new();
     for &i in &unique {
-        if outcome.contains_key(&i) {
-            continue;
+        if !stored_now.contains_key(&i) {
+            repeats.insert(i, original(pool, &items[i]).await);
         }
-        let item = &items[i];
-        let id: i64 = sqlx::query_scalar(
-            "SELECT id FROM notifications WHERE participation_id = $1 AND source = $2 AND body_sha256 = $3",
-        )
-        .bind(text(&item.participation_id))
-        .bind(&item.source)
-        .bind(&item.body_sha256)
-        .fetch_one(pool)
-        .await?;
-        outcome.insert(i, Accepted::Duplicate { notification: id });
     }
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let stored = first.get(&key(item)).copied().unwrap_or(i);
-        let result = match outcome.get(&stored) {
-            Some(a) if stored == i => *a,
-            // A repeat within the batch of an item stored just now.
-            Some(Accepted::New { notification, .. } | Accepted::Duplicate { notification }) => {
-                Accepted::Duplicate {
-                    notification: *notification,
-                }
-            }
-            None => {
-                return Err(StoreError::Unexpected(
-                    "no outcome for every notification of a commit".into(),
-                ));
-            }
+        let first = first.get(&key(item)).copied().unwrap_or(i);
+        let result = match (stored_now.get(&first), repeats.get(&first)) {
+            (Some(&id), _) if first == i => Ok(Accepted::New {
+                notification: id,
+                deliveries: item.destinations.len(),
+            }),
+            // A copy, within this group, of an item stored just now or of a repeat.
+            (Some(&id), _) | (None, Some(&Ok(id))) => Ok(Accepted::Duplicate { notification: id }),
+            (None, Some(Err(e))) => Err(StoreError::Unexpected(format!(
+                "stored before, but cannot be read back: {e}"
+            ))),
+            (None, None) => Err(StoreError::Unexpected(
+                "no outcome for a notification of a commit".into(),
+            )),
         };
         out.push(result);
     }
     Ok(out)
+}
+
+/// Accepts one item on its own (after its group failed).
+async fn accept_one(pool: &PgPool, item: &Incoming) -> Result<Accepted, StoreError> {
+    accept_all(pool, std::slice::from_ref(item))
+        .await?
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| {
+            Err(StoreError::Unexpected(
+                "no outcome for a notification".into(),
+            ))
+        })
+}
+
+/// The id of the notification `item` repeats.
+async fn original(pool: &PgPool, item: &Incoming) -> Result<i64, StoreError> {
+    let id: Option<i64> = sqlx::query_scalar(
+        "SELECT id FROM notifications WHERE participation_id = $1 AND source = $2 AND body_sha256 = $3",
+    )
+    .bind(text(&item.participation_id))
+    .bind(&item.source)
+    .bind(&item.body_sha256)
+    .fetch_optional(pool)
+    .await?;
+    // Gone since the insert found it: erased (`forget`) or purged in between.
+    id.ok_or_else(|| StoreError::Unexpected("it was erased or purged meanwhile".into()))
 }
 
 /// Text as PostgreSQL can store it: it refuses the NUL character, which JSON can carry
