@@ -107,7 +107,7 @@ impl PgStore {
             // Names the relay's sessions in pg_stat_activity.
             options = options.application_name("hookfan");
         }
-        let pool = |max, synchronous_commit: &str| {
+        let pool = |max, settings: &[(&str, &str)]| {
             PgPoolOptions::new()
                 .max_connections(max)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
@@ -125,14 +125,19 @@ impl PgStore {
                         Ok(true)
                     })
                 })
-                .connect_lazy_with(
-                    options
-                        .clone()
-                        .options([("synchronous_commit", synchronous_commit)]),
-                )
+                .connect_lazy_with(options.clone().options(settings.iter().copied()))
         };
-        let durable = pool(DURABLE_CONNECTIONS, "on");
-        let relaxed = pool(RELAXED_CONNECTIONS, "off");
+        let durable = pool(DURABLE_CONNECTIONS, &[("synchronous_commit", "on")]);
+        // Records, claims and reads are planned at every execution: a plan PostgreSQL caches
+        // (a generic plan) keeps the table sizes of when it was made, and one made while a new
+        // database's tables were empty scans them whole until autovacuum first analyses them.
+        let relaxed = pool(
+            RELAXED_CONNECTIONS,
+            &[
+                ("synchronous_commit", "off"),
+                ("plan_cache_mode", "force_custom_plan"),
+            ],
+        );
         let migrator = migrator();
         match schema {
             Schema::Upgrade => migrator.run(&durable).await?,
