@@ -11,9 +11,10 @@
 //! Two pools, as SQLite has two durabilities: `durable` commits wait for the write-ahead log to
 //! reach disk (`synchronous_commit = on`: accepts, erasure), `relaxed` ones do not (`off`:
 //! leases, attempts, rate windows; a database crash can lose their last fraction of a second,
-//! which means at worst a repeated delivery or call, as at-least-once allows). No transaction
-//! or row lock is held while a destination is called: a claim is one statement, and so is a
-//! group of records. When PostgreSQL cannot be reached, each operation fails after
+//! which means at worst a repeated delivery or call, as at-least-once allows; and they are
+//! planned at every execution, never from a plan cached while the tables were smaller). No
+//! transaction or row lock is held while a destination is called: a claim is one statement,
+//! and so is a group of records. When PostgreSQL cannot be reached, each operation fails after
 //! [`ACQUIRE_TIMEOUT`] (accepts answer 503) and the pools connect again by themselves once it
 //! is back.
 
