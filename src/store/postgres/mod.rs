@@ -423,22 +423,20 @@ impl Store for PgStore {
         let token = crate::random::hex_token(16).map_err(|_| StoreError::Random)?;
         // One statement: the due rows are locked (others' locked rows skipped, so instances
         // never wait on each other), leased, and read with their notifications. No lock
-        // outlives it. The due ids are gathered into an array that the update then looks up
-        // by key: joined instead, the update's plan depends on the limit, and a plan made
-        // without it (a generic plan) walks the whole primary key on every claim.
+        // outlives it.
         let rows: Vec<(i64, i64, i64, i64, Option<String>, Option<i64>, String, String, i64)> =
             sqlx::query_as(
-            "WITH leased AS (
+            "WITH due AS (
+                 SELECT id FROM deliveries
+                 WHERE destination = $1 AND status IN ('pending', 'retrying') AND next_attempt_at <= $2
+                   AND (lease_expires_at IS NULL OR lease_expires_at <= $2)
+                 ORDER BY next_attempt_at, id
+                 LIMIT $3
+                 FOR UPDATE SKIP LOCKED),
+             leased AS (
                  UPDATE deliveries d SET lease_owner = $4, lease_expires_at = $5, lease_token = $6,
                      in_doubt_since = COALESCE(d.in_doubt_since, d.claimed_at), claimed_at = $2
-                 WHERE d.id = ANY(ARRAY(
-                     SELECT id FROM deliveries
-                     WHERE destination = $1 AND status IN ('pending', 'retrying')
-                       AND next_attempt_at <= $2
-                       AND (lease_expires_at IS NULL OR lease_expires_at <= $2)
-                     ORDER BY next_attempt_at, id
-                     LIMIT $3
-                     FOR UPDATE SKIP LOCKED))
+                 FROM due WHERE d.id = due.id
                  RETURNING d.id, d.notification_id, d.attempts, d.retry_base, d.state, d.in_doubt_since)
              SELECT l.id, l.notification_id, l.attempts, l.retry_base, l.state, l.in_doubt_since,
                     n.participation_id, n.body, n.received_at
