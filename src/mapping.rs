@@ -7,8 +7,9 @@
 //! [`check_template`] and [`check_expression`] to validate.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
-use minijinja::value::{Kwargs, Serde, Value};
+use minijinja::value::{Enumerator, Kwargs, Object, Serde, Value};
 use minijinja::{Environment, Error, ErrorKind, UndefinedBehavior};
 
 /// A template error in words for a marketer: what went wrong and where in the template.
@@ -123,10 +124,58 @@ pub struct CompileError {
 }
 
 /// The render context for one notification: the payload and its normalised view, with
-/// `participation.received_at` from `received_at_ms` (Unix milliseconds).
-pub fn context(doc: &serde_json::Value, received_at_ms: i64) -> Value {
+/// `participation.received_at` from `received_at_ms` (Unix milliseconds); the same keys and
+/// values as [`crate::payload::context`].
+pub fn context(doc: serde_json::Value, received_at_ms: i64) -> Value {
     let received_at = crate::payload::iso_utc(received_at_ms);
-    Value::from(Serde(crate::payload::context(doc, &received_at)))
+    let view = crate::payload::view(&doc, &received_at);
+    let doc = match doc {
+        serde_json::Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    };
+    Value::from_object(Context {
+        doc,
+        view,
+        made: Mutex::new(Vec::new()),
+    })
+}
+
+/// A notification as templates see it. A top-level key becomes a template value only when a
+/// template reads it: fields name a few keys, and converting the whole payload for every
+/// delivery cost more than rendering did.
+#[derive(Debug)]
+struct Context {
+    doc: serde_json::Map<String, serde_json::Value>,
+    /// Wins over the payload's own key of the same name.
+    view: serde_json::Map<String, serde_json::Value>,
+    /// The keys read so far, as template values (a destination's fields often read the same).
+    made: Mutex<Vec<(String, Value)>>,
+}
+
+impl Object for Context {
+    fn get_value(self: &Arc<Self>, key: &Value) -> Option<Value> {
+        self.get_value_by_str(key.as_str()?)
+    }
+
+    fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
+        let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, value)) = made.iter().find(|(k, _)| k == key) {
+            return Some(value.clone());
+        }
+        let json = self.view.get(key).or_else(|| self.doc.get(key))?;
+        let value = Value::from(Serde(json));
+        made.push((key.to_owned(), value.clone()));
+        Some(value)
+    }
+
+    fn enumerate(self: &Arc<Self>) -> Enumerator {
+        let keys = self.doc.keys().chain(
+            self.view
+                .keys()
+                .filter(|k| !self.doc.contains_key(k.as_str())),
+        );
+        Enumerator::Values(keys.map(|k| Value::from(k.as_str())).collect())
+    }
 }
 
 /// Every destination's templates, compiled.

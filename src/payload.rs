@@ -40,14 +40,20 @@ pub fn context(doc: &Value, received_at: &str) -> Value {
         Value::Object(map) => map.clone(),
         _ => Map::new(),
     };
+    ctx.extend(view(doc, received_at));
+    Value::Object(ctx)
+}
+
+/// The normalised view alone: `participation`, `participant`, `consent` and `answer`.
+pub fn view(doc: &Value, received_at: &str) -> Map<String, Value> {
     let view = match Format::detect(doc) {
         Format::V1 => v1(doc, received_at),
         Format::V2 => v2(doc, received_at),
     };
-    if let Value::Object(view) = view {
-        ctx.extend(view);
+    match view {
+        Value::Object(view) => view,
+        _ => Map::new(),
     }
-    Value::Object(ctx)
 }
 
 fn v1(doc: &Value, received_at: &str) -> Value {

@@ -44,7 +44,7 @@ fuzz_target!(|body: &[u8]| {
     assert!(!id.trim().is_empty(), "parse accepted an empty id");
     assert_eq!(doc.get("id").and_then(|v| v.as_str()), Some(id.as_str()));
 
-    let _ctx = mapping::context(&doc, RECEIVED_MS);
+    let _ctx = mapping::context(doc.clone(), RECEIVED_MS);
 
     let view = payload::context(&doc, RECEIVED_ISO);
     // The normalised view is always there, on top of the payload's own keys.

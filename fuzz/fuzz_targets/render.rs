@@ -99,7 +99,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let (config, mapper) = setup();
-    let ctx = context(&doc, RECEIVED_MS);
+    let ctx = context(doc, RECEIVED_MS);
 
     if let Ok(fields) = mapper.fields("d", &ctx) {
         let names: Vec<&str> = fields.iter().map(|(n, _)| n.as_str()).collect();

@@ -17,7 +17,7 @@ fn sample() -> &'static Value {
     static CTX: OnceLock<Value> = OnceLock::new();
     CTX.get_or_init(|| {
         let doc: serde_json::Value = serde_json::from_str(SAMPLE).unwrap();
-        context(&doc, RECEIVED_MS)
+        context(doc, RECEIVED_MS)
     })
 }
 

@@ -143,13 +143,13 @@ fn prepare(
         .map_err(|e| PreviewError::Setup(e.to_string()))?;
     let client =
         hookfan_connectors::http::client().map_err(|e| PreviewError::Setup(e.to_string()))?;
-    let ctx = crate::mapping::context(&doc, received_at_ms);
-    let routes = router::route(config, &mapper, source, &ctx);
     let participation_id = doc
         .get("id")
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
+    let ctx = crate::mapping::context(doc, received_at_ms);
+    let routes = router::route(config, &mapper, source, &ctx);
     let mut out = Vec::new();
     for (d, route) in config.destinations.iter().zip(routes) {
         if only.is_some_and(|n| n != d.name) {

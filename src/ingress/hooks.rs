@@ -278,7 +278,7 @@ async fn handle(
     let destinations = crate::router::routed(&live.config, &live.mapper, &source.name, || {
         // Valid JSON: it was parsed above.
         let doc = serde_json::from_str(&text).unwrap_or_default();
-        crate::mapping::context(&doc, received_at)
+        crate::mapping::context(doc, received_at)
     });
     let incoming = Incoming {
         source: source.name.clone(),

@@ -203,7 +203,7 @@ impl Worker {
             let reason = format!("stored notification is not JSON: {e}");
             (reason.clone(), reason)
         })?;
-        let ctx = mapping::context(&doc, c.received_at);
+        let ctx = mapping::context(doc, c.received_at);
         let fields = lane.mapper.fields(&destination.name, &ctx).map_err(|e| {
             (
                 format!("mapping failed: {e}"),

@@ -17,7 +17,7 @@ const RECEIVED_ISO: &str = "2026-11-20T09:15:00Z";
 /// The `ingress` target: parse, then both contexts. Returns the normalised view, or parse's error.
 fn ingress(body: &[u8]) -> Result<Value, String> {
     let (doc, id) = parse(body)?;
-    let _ = mapping::context(&doc, RECEIVED_MS);
+    let _ = mapping::context(doc.clone(), RECEIVED_MS);
     let view = payload::context(&doc, RECEIVED_ISO);
     assert_eq!(view["participation"]["id"].as_str(), Some(id.as_str()));
     Ok(view)
@@ -37,7 +37,7 @@ fn render(template: &str, payload: &Value) -> Result<String, String> {
         when: None,
     }])
     .map_err(|e| e.to_string())?;
-    let ctx = mapping::context(payload, RECEIVED_MS);
+    let ctx = mapping::context(payload.clone(), RECEIVED_MS);
     mapper
         .fields("d", &ctx)
         .map(|mut f| f.remove(0).1)
@@ -300,7 +300,7 @@ played = "{{ participation.completed_at | date('%d/%m/%Y', tz='Europe/Brussels')
     let mapper = config.mapper().unwrap();
     // An e-mail where a date should be: `when` fails, and the destination is not routed.
     let doc = serde_json::json!({"id": "x", "completedAt": "a@b.c"});
-    let ctx = mapping::context(&doc, RECEIVED_MS);
+    let ctx = mapping::context(doc, RECEIVED_MS);
     assert!(matches!(mapper.when("d", &ctx), Verdict::Error(_)));
     let routes = hookfan::router::route(&config, &mapper, Some("q"), &ctx);
     assert!(!routes[0].routed);

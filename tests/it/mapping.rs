@@ -55,7 +55,7 @@ fn try_render(
 ) -> Result<Vec<(String, String)>, RenderError> {
     let config = config_with(fields, None);
     let mapper = config.mapper().unwrap_or_else(|e| panic!("{e}"));
-    let ctx = context(payload, RECEIVED);
+    let ctx = context(payload.clone(), RECEIVED);
     mapper.fields("d", &ctx)
 }
 
@@ -372,7 +372,7 @@ path = "d.jsonl"
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let mapper = config.mapper().unwrap_or_else(|e| panic!("{e}"));
-    let ctx = context(&fixture("participation-v2.json"), RECEIVED);
+    let ctx = context(fixture("participation-v2.json"), RECEIVED);
     let routes = hookfan::router::route(&config, &mapper, Some("qualifio"), &ctx);
     let got: Vec<(&str, bool, Option<&str>)> = routes
         .iter()
@@ -418,7 +418,7 @@ fn a_when_that_fails_at_run_time_is_not_routed_and_does_not_panic() {
     ] {
         let config = config_with(&[], Some(when));
         let mapper = config.mapper().unwrap_or_else(|e| panic!("{e}"));
-        let ctx = context(&v2, RECEIVED);
+        let ctx = context(v2.clone(), RECEIVED);
         match mapper.when("d", &ctx) {
             Verdict::Error(e) => assert!(e.contains(reason), "{when}: {e}"),
             other => panic!("{when}: expected an error, got {other:?}"),

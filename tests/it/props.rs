@@ -235,7 +235,7 @@ fn mapping_never_panics_on_arbitrary_json() {
             prop_assert!(view[part].is_object(), "{part}: {view}");
         }
 
-        let ctx = context(&doc, 1_795_166_100_000);
+        let ctx = context(doc.clone(), 1_795_166_100_000);
         // Errors are allowed (a date that is not one); panics are not.
         let rendered = mapper.fields(fields, &ctx);
         if let Ok(values) = &rendered {
@@ -274,9 +274,55 @@ fn printing_any_value_never_fails() {
     let mapper = config.mapper().unwrap_or_else(|e| panic!("{e}"));
     let mut runner = TestRunner::new(runner_config());
     let result = runner.run(&payload(), |doc| {
-        let ctx = context(&doc, 1_795_166_100_000);
+        let ctx = context(doc.clone(), 1_795_166_100_000);
         let rendered = mapper.fields("d", &ctx);
         prop_assert!(rendered.is_ok(), "{rendered:?} for {doc}");
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+/// Templates read the context a key at a time (`mapping::context` converts only what they read):
+/// whatever they do with it, they see what the whole normalised view, converted at once, holds.
+#[test]
+fn templates_see_the_whole_normalised_view() {
+    const SEEN: &[&str] = &[
+        "{{ participation | tojson }}",
+        "{{ participant | tojson }}",
+        "{% for k, v in participant | items %}{{ k }}={{ v }};{% endfor %}",
+        "{{ consent | length }} {{ answer | tojson }}",
+        "{{ crm | tojson }} {{ form | tojson }} {{ game.name }} {{ campaign.name }}",
+        "{{ id }}{{ participation.id }}{{ participation.id }}",
+    ];
+    let fields: Vec<(String, String)> = SEEN
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("f{i}"), t.to_string()))
+        .collect();
+    let mapper = hookfan::mapping::Mapper::new([hookfan::mapping::Templates {
+        destination: "d",
+        fields: &fields,
+        when: None,
+    }])
+    .unwrap_or_else(|e| panic!("{e}"));
+    let mut runner = TestRunner::new(runner_config());
+    let result = runner.run(&payload(), |mut doc| {
+        // The view's names taken by the payload too: the view wins.
+        if let Some(map) = doc.as_object_mut() {
+            map.insert("participant".into(), serde_json::json!({"own": "key"}));
+            map.insert("answer".into(), Value::from("own"));
+        }
+        let whole = hookfan::payload::context(&doc, "2026-11-20T09:15:00Z");
+        let whole = minijinja::Value::from(minijinja::value::Serde(whole));
+        let lazy = context(doc.clone(), 1_795_166_100_000);
+        prop_assert_eq!(
+            mapper.fields("d", &lazy),
+            mapper.fields("d", &whole),
+            "{}",
+            doc
+        );
         Ok(())
     });
     if let Err(e) = result {
