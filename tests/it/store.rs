@@ -78,6 +78,7 @@ async fn attempt_once(
 on_both_stores!(
     an_attempt_that_outlived_its_lease_does_not_overwrite_the_next_one,
     records_that_arrive_together_are_each_written_once_and_only_by_the_lease_holder,
+    a_record_of_many_attempts_keeps_each_attempts_own_values,
     claims_in_the_same_millisecond_have_tokens_of_their_own,
     accept_is_one_transaction_and_duplicates_add_nothing,
     repeats_that_arrive_together_are_stored_once,
@@ -183,6 +184,63 @@ async fn records_that_arrive_together_are_each_written_once_and_only_by_the_leas
         assert_eq!((row.status, attempts.len()), (Status::Delivered, 1));
     }
     assert_eq!(store.hourly(0).await.unwrap()[0].delivered, 20);
+}
+
+/// A file destination records its whole batch (up to 500) at once, more than one statement
+/// carries: each attempt keeps its own outcome, code, error and next time.
+async fn a_record_of_many_attempts_keeps_each_attempts_own_values(b: Backend) {
+    let store = b.store.as_ref();
+    const N: usize = 300;
+    for i in 0..N {
+        store
+            .accept(incoming(&format!("p{i}"), &["crm"]))
+            .await
+            .unwrap();
+    }
+    let claimed = store.claim_due("crm", N, "w", LEASE).await.unwrap();
+    assert_eq!(claimed.len(), N);
+    let later = now_ms() + 3_600_000;
+    let outcome = |i: usize| match i % 3 {
+        0 => (Next::Delivered, Some(200), None),
+        1 => (
+            Next::RetryAt(later + i as i64),
+            Some(503),
+            Some(format!("busy {i}")),
+        ),
+        _ => (Next::Dead, Some(400), Some(format!("refused {i}"))),
+    };
+    let attempts = claimed
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let (next, code, error) = outcome(i);
+            attempt(c.delivery_id, &c.lease, 1, next, code, error.as_deref())
+        })
+        .collect();
+    store.record(attempts).await.unwrap();
+
+    for (i, c) in claimed.iter().enumerate() {
+        let (next, code, error) = outcome(i);
+        let (row, attempts) = store.show(c.delivery_id).await.unwrap().unwrap();
+        let status = match next {
+            Next::Delivered => Status::Delivered,
+            Next::RetryAt(at) => {
+                assert_eq!(row.next_attempt_at, at, "delivery {i}");
+                Status::Retrying
+            }
+            Next::Dead => Status::Dead,
+        };
+        assert_eq!((row.status, row.attempts), (status, 1), "delivery {i}");
+        assert_eq!(row.last_error, error, "delivery {i}");
+        assert_eq!(attempts.len(), 1, "delivery {i}");
+        assert_eq!(
+            (attempts[0].status_code, &attempts[0].error),
+            (code, &error),
+            "delivery {i}"
+        );
+    }
+    let hour = &store.hourly(0).await.unwrap()[0];
+    assert_eq!((hour.delivered, hour.failed), (100, 200));
 }
 
 async fn claims_in_the_same_millisecond_have_tokens_of_their_own(b: Backend) {
