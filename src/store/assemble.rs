@@ -270,6 +270,10 @@ pub(super) fn attempt_json(
     now: i64,
     text: fn(&str) -> String,
 ) -> serde_json::Value {
+    let next_at = match a.next {
+        Next::RetryAt(at) => at,
+        Next::Delivered | Next::Dead => now,
+    };
     serde_json::json!({
         "id": a.delivery_id,
         "lease": a.lease,
@@ -282,16 +286,8 @@ pub(super) fn attempt_json(
         "response": a.response.as_deref().map(text),
         "state": a.state.as_ref().map(|s| text(&s.to_string())),
         "status": a.next.status().as_str(),
-        "next_at": next_at(a, now),
+        "next_at": next_at,
     })
-}
-
-/// When an attempt's delivery is next due: its retry's time, or `now` once it is settled.
-pub(super) fn next_at(a: &AttemptLog, now: i64) -> i64 {
-    match a.next {
-        Next::RetryAt(at) => at,
-        Next::Delivered | Next::Dead => now,
-    }
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
 //! The one writer. SQLite takes one write at a time, and every statement through sqlx is a hop
 //! to its connection thread, so writes are grouped: whatever accepts, attempt records and
 //! claims wait while a transaction runs go into the next one, each kind in a few statements
-//! whatever the count (accepts and records as bound values, up to 128 rows a statement; one
-//! statement and one read per claim). Every transaction commits without waiting
+//! whatever the count (accepts as bound values, up to 128 rows a statement; records as one JSON
+//! array; one statement and one read per claim). Every transaction commits without waiting
 //! for the disk; the accepts in it are answered after the flush of the write-ahead log that
 //! follows, which runs on a thread of its own while the next transaction does (see
 //! [`super::flush`]). Records are answered at once (see [`Durability`]), and so are claims
@@ -20,7 +20,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::flush::{self, Flusher};
 use crate::store::StoreError;
-use crate::store::assemble::{LeaseColumns, next_at};
+use crate::store::assemble::{LeaseColumns, attempt_json};
 use crate::store::model::*;
 
 /// The most jobs that share one transaction.
@@ -576,92 +576,60 @@ async fn accept(
 }
 
 /// Records the attempts of every record job and moves their deliveries on: one query of three
-/// statements per 128 attempts, over the attempts as bound rows (as accepts are: a JSON array
-/// read three times made SQLite turn each row back into text and parse it again per column).
-/// `last`: nothing follows in the transaction.
+/// statements for any number. `last`: nothing follows in the transaction.
 async fn record(
     conn: &mut SqliteConnection,
     bracket: &mut Bracket,
     attempts: &[Vec<AttemptLog>],
     last: bool,
 ) -> Result<(), StoreError> {
-    let attempts: Vec<&AttemptLog> = attempts.iter().flatten().collect();
-    let now = now_ms();
-    let mut statements = chunks(attempts.len()).peekable();
-    while let Some((chunk, class)) = statements.next() {
-        let rows = &attempts[chunk];
-        let sql = bracket.wrap(&record_sql(class), last && statements.peek().is_none());
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
-        for a in rows {
-            query = query
-                .bind(a.delivery_id)
-                .bind(a.lease.as_str())
-                .bind(i64::from(a.number))
-                .bind(a.started_at)
-                .bind(a.duration_ms)
-                .bind(a.next.outcome().as_str())
-                .bind(a.status_code.map(i64::from))
-                .bind(a.error.as_deref())
-                .bind(a.response.as_deref())
-                // SQLite keeps any text as it is.
-                .bind(a.state.as_ref().map(|s| s.to_string()))
-                .bind(a.next.status().as_str())
-                .bind(next_at(a, now));
-        }
-        for _ in rows.len()..class {
-            // A row of NULLs matches no delivery.
-            query = query.bind(None::<i64>);
-            for _ in 1..RECORD_COLUMNS {
-                query = query.bind(None::<&str>);
-            }
-        }
-        query.execute(&mut *conn).await?;
+    if attempts.iter().all(Vec::is_empty) {
+        return Ok(());
     }
-    Ok(())
-}
-
-/// The values of one attempt in [`record_sql`]'s rows.
-const RECORD_COLUMNS: usize = 12;
-
-/// The three statements that record `rows` attempts. `?1` is the time; each row's values follow
-/// in turn (`column1` the delivery, `column2` its lease token, …), numbered so that all three
-/// statements read the same bound values.
-fn record_sql(rows: usize) -> String {
-    let values = (0..rows)
-        .map(|r| {
-            let first = 2 + r * RECORD_COLUMNS;
-            let row: Vec<String> = (first..first + RECORD_COLUMNS)
-                .map(|n| format!("?{n}"))
-                .collect();
-            format!("({})", row.join(", "))
-        })
-        .collect::<Vec<_>>()
-        .join(", ");
-    // Only the claim's holder records: an attempt that outlived its lease, taken over since,
-    // leaves no row and moves nothing. The counts per destination and hour are anonymous, for
-    // charts that outlive purge and erasure.
-    format!(
+    let now = now_ms();
+    // SQLite keeps any text as it is.
+    let rows: Vec<serde_json::Value> = attempts
+        .iter()
+        .flatten()
+        .map(|a| attempt_json(a, now, str::to_owned))
+        .collect();
+    let batch = serde_json::Value::from(rows).to_string();
+    let sql = bracket.wrap(
+        // Only the claim's holder records: an attempt that outlived its lease, taken over
+        // since, leaves no row and moves nothing. The counts per destination and hour are
+        // anonymous, for charts that outlive purge and erasure.
         "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, status_code, error, response)
-         SELECT x.column1, x.column3, x.column4, x.column5, x.column6, x.column7, x.column8, x.column9
-         FROM (VALUES {values}) AS x JOIN deliveries d
-           ON d.id = x.column1 AND d.lease_token = x.column2;
+         SELECT value ->> 'id', value ->> 'number', value ->> 'started_at', value ->> 'duration_ms',
+                value ->> 'outcome', value ->> 'status_code', value ->> 'error', value ->> 'response'
+         FROM json_each(?1) JOIN deliveries d
+           ON d.id = value ->> 'id' AND d.lease_token = value ->> 'lease';
          INSERT INTO attempt_counts (destination, hour, delivered, failed)
-         SELECT d.destination, x.column4 / 3600000,
-                SUM(x.column6 = 'delivered'), SUM(x.column6 != 'delivered')
-         FROM (VALUES {values}) AS x JOIN deliveries d
-           ON d.id = x.column1 AND d.lease_token = x.column2
+         SELECT d.destination, (value ->> 'started_at') / 3600000,
+                SUM(value ->> 'outcome' = 'delivered'), SUM(value ->> 'outcome' != 'delivered')
+         FROM json_each(?1) JOIN deliveries d
+           ON d.id = value ->> 'id' AND d.lease_token = value ->> 'lease'
          WHERE true
          GROUP BY 1, 2
          ON CONFLICT (destination, hour) DO UPDATE SET
              delivered = delivered + excluded.delivered, failed = failed + excluded.failed;
-         UPDATE deliveries SET status = x.column11, attempts = x.column3, next_attempt_at = x.column12,
-             last_error = x.column8, state = COALESCE(x.column10, deliveries.state),
+         UPDATE deliveries SET status = x.status, attempts = x.number, next_attempt_at = x.next_at,
+             last_error = x.error, state = COALESCE(x.state, deliveries.state),
              lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL, claimed_at = NULL,
-             in_doubt_since = NULL, updated_at = ?1
-         FROM (VALUES {values}) AS x
+             in_doubt_since = NULL, updated_at = ?2
+         FROM (SELECT value ->> 'id' AS id, value ->> 'lease' AS lease, value ->> 'status' AS status,
+                      value ->> 'number' AS number, value ->> 'next_at' AS next_at,
+                      value ->> 'error' AS error, value ->> 'state' AS state
+               FROM json_each(?1)) AS x
          -- A lease that expired and was claimed again belongs to the new attempt now.
-         WHERE deliveries.id = x.column1 AND deliveries.lease_token = x.column2"
-    )
+         WHERE deliveries.id = x.id AND deliveries.lease_token = x.lease",
+        last,
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&batch)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
 }
 
 /// Leases due deliveries of one destination, soonest first, and reads their notifications:
