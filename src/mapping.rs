@@ -136,7 +136,7 @@ pub fn context(doc: serde_json::Value, received_at_ms: i64) -> Value {
     Value::from_object(Context {
         doc,
         view,
-        made: Mutex::new(Vec::new()),
+        made: Mutex::new(HashMap::new()),
     })
 }
 
@@ -149,7 +149,7 @@ struct Context {
     /// Wins over the payload's own key of the same name.
     view: serde_json::Map<String, serde_json::Value>,
     /// The keys read so far, as template values (a destination's fields often read the same).
-    made: Mutex<Vec<(String, Value)>>,
+    made: Mutex<HashMap<String, Value>>,
 }
 
 impl Object for Context {
@@ -159,12 +159,12 @@ impl Object for Context {
 
     fn get_value_by_str(self: &Arc<Self>, key: &str) -> Option<Value> {
         let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((_, value)) = made.iter().find(|(k, _)| k == key) {
+        if let Some(value) = made.get(key) {
             return Some(value.clone());
         }
         let json = self.view.get(key).or_else(|| self.doc.get(key))?;
         let value = Value::from(Serde(json));
-        made.push((key.to_owned(), value.clone()));
+        made.insert(key.to_owned(), value.clone());
         Some(value)
     }
 

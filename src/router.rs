@@ -25,8 +25,8 @@ pub fn route(config: &Config, mapper: &Mapper, source: Option<&str>, ctx: &Value
 }
 
 /// The names of the destinations that take a notification from `source`. The template
-/// context is costly (the whole payload, converted), so `context` is called only when a
-/// candidate destination has a `when` to evaluate, and then once.
+/// context costs a second parse of the payload and its normalised view, so `context` is called
+/// only when a candidate destination has a `when` to evaluate, and then once.
 pub fn routed(
     config: &Config,
     mapper: &Mapper,

@@ -295,6 +295,8 @@ fn templates_see_the_whole_normalised_view() {
         "{{ consent | length }} {{ answer | tojson }}",
         "{{ crm | tojson }} {{ form | tojson }} {{ game.name }} {{ campaign.name }}",
         "{{ id }}{{ participation.id }}{{ participation.id }}",
+        // The one way to list the whole context.
+        "{{ debug() }}",
     ];
     let fields: Vec<(String, String)> = SEEN
         .iter()
