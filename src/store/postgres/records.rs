@@ -1,7 +1,8 @@
 //! Attempts recorded in groups: every `record` call waiting at the time, or arriving within a
-//! few milliseconds of the first, goes into one statement. A statement per attempt cost PostgreSQL about a millisecond of CPU each
-//! (planning, the foreign key check, the hourly count's row, on which concurrent ones also
-//! queued): on two cores a drain stayed under 2,000 deliveries/s.
+//! few milliseconds of the first, goes into one statement. A statement per attempt cost
+//! PostgreSQL about a millisecond of CPU each (planning, the foreign key check, the hourly
+//! count's row, on which concurrent ones also queued): on two cores a drain stayed under 2,000
+//! deliveries/s.
 
 use std::time::Duration;
 
