@@ -8,11 +8,12 @@
 //! - `operate`: what operators change (replay, cancel, forget, purge);
 //! - `rate`: rate windows kept in PostgreSQL; `lock`: advisory locks.
 //!
-//! Two pools, as SQLite has two durabilities: `durable` commits wait for the write-ahead log to
-//! reach disk (`synchronous_commit = on`: accepts, erasure), `relaxed` ones do not (`off`:
-//! leases, attempts, rate windows; a database crash can lose their last fraction of a second,
-//! which means at worst a repeated delivery or call, as at-least-once allows; and they are
-//! planned at every execution, never from a plan cached while the tables were smaller). No
+//! Pools as SQLite has durabilities: `durable` commits wait for the write-ahead log to reach
+//! disk (`synchronous_commit = on`: accepts, erasure), the others do not (`off`: leases,
+//! attempts, rate windows; a database crash can lose their last fraction of a second, which
+//! means at worst a repeated delivery or call, as at-least-once allows). `relaxed` plans at
+//! every execution, never from a plan cached while the tables were smaller; attempts are
+//! recorded on a connection of their own (`records`). No
 //! transaction or row lock is held while a destination is called: a claim is one statement,
 //! and so is a group of records. When PostgreSQL cannot be reached, each operation fails after
 //! [`ACQUIRE_TIMEOUT`] (accepts answer 503) and the pools connect again by themselves once it
@@ -48,9 +49,10 @@ const GROUP_MAX: usize = 512;
 const GROUPS_IN_FLIGHT: usize = 4;
 /// How long an operation waits for a connection before it fails (503 for an accept).
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections per instance: accepts and erasure, then everything else.
+/// Connections per instance: accepts and erasure, recording attempts, then everything else.
 const DURABLE_CONNECTIONS: u32 = 5;
-const RELAXED_CONNECTIONS: u32 = 10;
+const RECORDING_CONNECTIONS: u32 = 1;
+const RELAXED_CONNECTIONS: u32 = 9;
 /// A pooled connection idle this long is pinged before it is used again.
 const PING_IF_IDLE: Duration = Duration::from_secs(1);
 
@@ -139,6 +141,12 @@ impl PgStore {
                 ("plan_cache_mode", "force_custom_plan"),
             ],
         );
+        // Records run one statement at a time, on a connection of their own with PostgreSQL's
+        // default plan caching: each attempt's foreign key check is a statement PostgreSQL
+        // prepares inside the trigger, and forced custom plans replanned it for every row (a
+        // seventh of PostgreSQL's CPU in a drain). The record statement itself is sent
+        // unprepared, so it is still planned at every execution (records.rs).
+        let recording = pool(RECORDING_CONNECTIONS, &[("synchronous_commit", "off")]);
         let migrator = migrator();
         match schema {
             Schema::Upgrade => migrator.run(&durable).await?,
@@ -163,7 +171,7 @@ impl PgStore {
         let (tx, rx) = mpsc::channel(4 * GROUP_MAX);
         tokio::spawn(group_commit(durable.clone(), rx));
         Ok(PgStore {
-            records: records::start(relaxed.clone()),
+            records: records::start(recording),
             durable,
             relaxed,
             accepts: tx,

@@ -130,6 +130,11 @@ async fn record_all(pool: &PgPool, attempts: &[&AttemptLog]) -> Result<(), Store
     )
     .bind(serde_json::Value::from(rows).to_string())
     .bind(now)
+    // Unprepared: planned at every execution with this group's size, never from a plan cached
+    // while `deliveries` was empty (a scan of the whole table). The pool keeps PostgreSQL's
+    // default plan caching for what the triggers prepare (the foreign key check of each
+    // attempt row), which forced custom plans replanned once per row.
+    .persistent(false)
     .execute(pool)
     .await?;
     Ok(())
