@@ -1080,6 +1080,127 @@ async fn a_sqlite_database_of_the_previous_version_is_upgraded_in_place() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgresql_database_of_the_previous_version_is_upgraded_in_place() {
+    use sqlx::SqlSafeStr as _;
+    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    let Some(schema) = crate::backends::PgSchema::create().await else {
+        return;
+    };
+    let mut conn = schema.connect().await;
+    // The schema as the previous release left it: migrations 1 and 2.
+    let old = |version, name: &str, sql: &'static str| {
+        Migration::new(
+            version,
+            name.to_string().into(),
+            MigrationType::Simple,
+            sql.into_sql_str(),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        old(
+            1,
+            "init",
+            include_str!("../../migrations/postgres/0001_init.sql"),
+        ),
+        old(
+            2,
+            "one notification key",
+            include_str!("../../migrations/postgres/0002_one_notification_key.sql"),
+        ),
+    ])
+    .run(&mut conn)
+    .await
+    .unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO notifications (id, source, participation_id, format, body_sha256, body, received_at)
+             VALUES (1, 'q', 'p1', 'v2', 'h', '{\"id\":\"p1\"}', 0);
+         INSERT INTO deliveries (id, notification_id, destination, status, attempts, next_attempt_at,
+                                 last_error, created_at, updated_at)
+             VALUES (1, 1, 'crm', 'pending', 0, 0, NULL, 0, 0),
+                    (2, 1, 'sheet', 'dead', 5, 0, 'HTTP 500', 0, 1000),
+                    (3, 1, 'file', 'delivered', 1, 0, NULL, 0, 1000);",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+
+    // `serve` upgrades it (migration 3: fewer indexes on deliveries).
+    let store = hookfan::store::open(&schema.url).await.unwrap();
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "SELECT indexname::text, indexdef FROM pg_indexes
+         WHERE schemaname = current_schema() AND tablename = 'deliveries' ORDER BY indexname",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    let names: Vec<&str> = indexes.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "deliveries_due",
+            "deliveries_notification",
+            "deliveries_owner",
+            "deliveries_pkey",
+            "deliveries_updated"
+        ]
+    );
+    assert!(
+        indexes[4].1.contains("WHERE (status <> 'pending'::text)"),
+        "{indexes:?}"
+    );
+
+    // The queries that read it by status and time can use it: its condition follows from
+    // theirs (with a table this small the planner would scan it, so scans are ruled out).
+    sqlx::query("SET enable_seqscan = off")
+        .execute(&mut conn)
+        .await
+        .unwrap();
+    for query in [
+        "EXPLAIN DELETE FROM deliveries WHERE status = ANY('{delivered,dead}') AND updated_at < 5",
+        "EXPLAIN SELECT DISTINCT ON (destination) destination, updated_at, last_error
+         FROM deliveries WHERE last_error IS NOT NULL AND status IN ('retrying', 'dead')
+         ORDER BY destination, updated_at DESC",
+    ] {
+        let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(query))
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        assert!(
+            plan.iter().any(|l| l.contains("deliveries_updated")),
+            "{query}: {plan:#?}"
+        );
+    }
+
+    // What it served still works: the latest error, the purge, and the queue.
+    let stats = store.stats(0).await.unwrap();
+    let sheet = stats.iter().find(|s| s.destination == "sheet").unwrap();
+    assert_eq!(sheet.last_error.as_deref(), Some("HTTP 500"));
+    assert_eq!(sheet.last_error_at, Some(1000));
+    assert_eq!(
+        store
+            .purge(&[Status::Delivered, Status::Pending], 2000)
+            .await
+            .unwrap(),
+        1
+    );
+    let due = store.claim_due("crm", 10, "w", LEASE).await.unwrap();
+    assert_eq!(due.len(), 1);
+    store
+        .record(vec![delivered(due[0].delivery_id, &due[0].lease)])
+        .await
+        .unwrap();
+    let left: Vec<(i64, Status)> = store
+        .list(&Filter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.status))
+        .collect();
+    assert_eq!(left, [(2, Status::Dead), (1, Status::Delivered)]);
+}
+
 #[tokio::test]
 async fn sqlite_copies_its_write_ahead_log_into_the_database_beside_the_writer() {
     let dir = tempfile::tempdir().unwrap();

@@ -88,6 +88,11 @@ fn migrator() -> Migrator {
             "one notification key",
             include_str!("../../../migrations/postgres/0002_one_notification_key.sql"),
         ),
+        migration(
+            3,
+            "fewer delivery indexes",
+            include_str!("../../../migrations/postgres/0003_fewer_delivery_indexes.sql"),
+        ),
     ])
 }
 
