@@ -91,11 +91,6 @@ enum LogFormat {
     Json,
 }
 
-/// mimalloc rather than glibc's malloc: a request and a delivery each allocate and free many
-/// small values (BENCHMARKS.md, the seventh round).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> ExitCode {
     // Every outbound client uses rustls with ring; reqwest panics at the first client without it.
     let _ = rustls::crypto::ring::default_provider().install_default();
