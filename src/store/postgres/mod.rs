@@ -8,16 +8,15 @@
 //! - `operate`: what operators change (replay, cancel, forget, purge);
 //! - `rate`: rate windows kept in PostgreSQL; `lock`: advisory locks.
 //!
-//! Pools as SQLite has durabilities: `durable` commits wait for the write-ahead log to reach
-//! disk (`synchronous_commit = on`: accepts, erasure), the others do not (`off`: leases,
-//! attempts, rate windows; a database crash can lose their last fraction of a second, which
-//! means at worst a repeated delivery or call, as at-least-once allows). `relaxed` plans at
-//! every execution, never from a plan cached while the tables were smaller; attempts are
-//! recorded on a connection of their own (`records`). No
-//! transaction or row lock is held while a destination is called: a claim is one statement,
-//! and so is a group of records. When PostgreSQL cannot be reached, each operation fails after
-//! [`ACQUIRE_TIMEOUT`] (accepts answer 503) and the pools connect again by themselves once it
-//! is back.
+//! Three pools. `durable` commits wait for the write-ahead log to reach disk (`synchronous_commit
+//! = on`: accepts, erasure); the others do not (`off`: a database crash can lose their last
+//! fraction of a second, which means at worst a repeated delivery or call, as at-least-once
+//! allows). `relaxed` (leases, rate windows, reads, operators' changes) plans at every
+//! execution, never from a plan cached while the tables were smaller; `recording` records
+//! attempts (`records`). No transaction or row lock is held while a destination is called: a
+//! claim is one statement, and so is a group of records. When PostgreSQL cannot be reached,
+//! each operation fails after [`ACQUIRE_TIMEOUT`] (accepts answer 503) and the pools connect
+//! again by themselves once it is back.
 
 use std::collections::HashMap;
 use std::str::FromStr as _;
@@ -49,9 +48,11 @@ const GROUP_MAX: usize = 512;
 const GROUPS_IN_FLIGHT: usize = 4;
 /// How long an operation waits for a connection before it fails (503 for an accept).
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections per instance: accepts and erasure, recording attempts, then everything else.
+/// Connections per instance: accepts and erasure, recording attempts (one statement at a time;
+/// the second lets the next begin while sqlx checks the first on its way back to the pool),
+/// then everything else.
 const DURABLE_CONNECTIONS: u32 = 5;
-const RECORDING_CONNECTIONS: u32 = 1;
+const RECORDING_CONNECTIONS: u32 = 2;
 const RELAXED_CONNECTIONS: u32 = 9;
 /// A pooled connection idle this long is pinged before it is used again.
 const PING_IF_IDLE: Duration = Duration::from_secs(1);
@@ -61,7 +62,7 @@ type Reply = oneshot::Sender<Result<Accepted, StoreError>>;
 pub struct PgStore {
     /// Commits wait for the disk: accepts, erasure.
     pub(crate) durable: PgPool,
-    /// Commits return before the disk: leases, attempts, rate windows, reads.
+    /// Commits return before the disk: leases, rate windows, reads, operators' changes.
     pub(crate) relaxed: PgPool,
     accepts: mpsc::Sender<(Incoming, Reply)>,
     records: records::Records,
@@ -136,7 +137,7 @@ impl PgStore {
                 .connect_lazy_with(options.clone().options(settings.iter().copied()))
         };
         let durable = pool(DURABLE_CONNECTIONS, &[("synchronous_commit", "on")]);
-        // Records, claims and reads are planned at every execution: a plan PostgreSQL caches
+        // Claims and reads are planned at every execution: a plan PostgreSQL caches
         // (a generic plan) keeps the table sizes of when it was made, and one made while a new
         // database's tables were empty scans them whole until autovacuum first analyses them.
         let relaxed = pool(
@@ -146,12 +147,15 @@ impl PgStore {
                 ("plan_cache_mode", "force_custom_plan"),
             ],
         );
-        // Records run one statement at a time, on a connection of their own with PostgreSQL's
-        // default plan caching: each attempt's foreign key check is a statement PostgreSQL
-        // prepares inside the trigger, and forced custom plans replanned it for every row (a
-        // seventh of PostgreSQL's CPU in a drain). The record statement itself is sent
-        // unprepared, so it is still planned at every execution (records.rs).
-        let recording = pool(RECORDING_CONNECTIONS, &[("synchronous_commit", "off")]);
+        // Records have a pool of their own, which caches plans (`auto`, set here so that a
+        // database set otherwise does not change it): each attempt row's foreign key check is a
+        // statement PostgreSQL prepares inside the trigger, and forced custom plans replanned it
+        // for every row (a seventh of PostgreSQL's CPU in a drain). The record statement itself
+        // is not kept prepared, so it is planned at every execution (records.rs).
+        let recording = pool(
+            RECORDING_CONNECTIONS,
+            &[("synchronous_commit", "off"), ("plan_cache_mode", "auto")],
+        );
         let migrator = migrator();
         match schema {
             Schema::Upgrade => migrator.run(&durable).await?,

@@ -130,10 +130,11 @@ async fn record_all(pool: &PgPool, attempts: &[&AttemptLog]) -> Result<(), Store
     )
     .bind(serde_json::Value::from(rows).to_string())
     .bind(now)
-    // Unprepared: planned at every execution with this group's size, never from a plan cached
-    // while `deliveries` was empty (a scan of the whole table). The pool keeps PostgreSQL's
-    // default plan caching for what the triggers prepare (the foreign key check of each
-    // attempt row), which forced custom plans replanned once per row.
+    // Not kept prepared (an unnamed statement): planned at every execution with the tables'
+    // current statistics, never from a plan cached while `deliveries` was empty (a scan of the
+    // whole table). The pool caches what the triggers prepare (the foreign key check of each
+    // attempt row), which forced custom plans replanned once per row. It costs a round trip:
+    // sqlx parses and describes an unnamed statement before binding it.
     .persistent(false)
     .execute(pool)
     .await?;
