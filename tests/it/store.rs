@@ -927,22 +927,25 @@ async fn text_the_database_would_refuse_is_stored_all_the_same(b: Backend) {
     );
 }
 
+/// A migration as an earlier release shipped it, to build the schema it left behind.
+fn old(version: i64, name: &str, sql: &'static str) -> sqlx::migrate::Migration {
+    use sqlx::SqlSafeStr as _;
+    sqlx::migrate::Migration::new(
+        version,
+        name.to_string().into(),
+        sqlx::migrate::MigrationType::Simple,
+        sql.into_sql_str(),
+        false,
+    )
+}
+
 #[tokio::test]
 async fn a_sqlite_database_of_the_previous_version_is_upgraded_in_place() {
-    use sqlx::migrate::{Migration, MigrationType, Migrator};
-    use sqlx::{ConnectOptions as _, SqlSafeStr as _};
+    use sqlx::ConnectOptions as _;
+    use sqlx::migrate::Migrator;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("hookfan.db");
     // The schema as the previous release left it: migrations 1 to 3.
-    let old = |version, name: &str, sql: &'static str| {
-        Migration::new(
-            version,
-            name.to_string().into(),
-            MigrationType::Simple,
-            sql.into_sql_str(),
-            false,
-        )
-    };
     let mut conn = sqlx::sqlite::SqliteConnectOptions::new()
         .filename(&file)
         .create_if_missing(true)
@@ -1082,22 +1085,12 @@ async fn a_sqlite_database_of_the_previous_version_is_upgraded_in_place() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgresql_database_of_the_previous_version_is_upgraded_in_place() {
-    use sqlx::SqlSafeStr as _;
-    use sqlx::migrate::{Migration, MigrationType, Migrator};
+    use sqlx::migrate::Migrator;
     let Some(schema) = crate::backends::PgSchema::create().await else {
         return;
     };
     let mut conn = schema.connect().await;
     // The schema as the last release left it: migration 1 (2 and 3 came after it).
-    let old = |version, name: &str, sql: &'static str| {
-        Migration::new(
-            version,
-            name.to_string().into(),
-            MigrationType::Simple,
-            sql.into_sql_str(),
-            false,
-        )
-    };
     Migrator::with_migrations(vec![old(
         1,
         "init",
