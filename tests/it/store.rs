@@ -927,6 +927,17 @@ async fn text_the_database_would_refuse_is_stored_all_the_same(b: Backend) {
     );
 }
 
+/// Every delivery in the log, newest first, as its id and status.
+async fn statuses(store: &dyn Store) -> Vec<(i64, Status)> {
+    store
+        .list(&Filter::default())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.id, r.status))
+        .collect()
+}
+
 /// A migration as an earlier release shipped it, to build the schema it left behind.
 fn old(version: i64, name: &str, sql: &'static str) -> sqlx::migrate::Migration {
     use sqlx::SqlSafeStr as _;
@@ -1008,15 +1019,8 @@ async fn a_sqlite_database_of_the_previous_version_is_upgraded_in_place() {
     // `serve` upgrades it.
     let store = SqliteStore::open(&file).await.unwrap();
     assert!(hookfan::store::open_existing(&url).await.is_ok());
-    let statuses: Vec<(i64, Status)> = store
-        .list(&Filter::default())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.id, r.status))
-        .collect();
     assert_eq!(
-        statuses,
+        statuses(&store).await,
         [
             (3, Status::Delivered),
             (2, Status::Retrying),
@@ -1178,14 +1182,10 @@ async fn a_postgresql_database_of_the_previous_version_is_upgraded_in_place() {
         .record(vec![delivered(due[0].delivery_id, &due[0].lease)])
         .await
         .unwrap();
-    let left: Vec<(i64, Status)> = store
-        .list(&Filter::default())
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.id, r.status))
-        .collect();
-    assert_eq!(left, [(2, Status::Dead), (1, Status::Delivered)]);
+    assert_eq!(
+        statuses(&*store).await,
+        [(2, Status::Dead), (1, Status::Delivered)]
+    );
     let keys: Vec<String> = sqlx::query_scalar(
         "SELECT indexname::text FROM pg_indexes
          WHERE schemaname = current_schema() AND tablename = 'notifications' ORDER BY indexname",
