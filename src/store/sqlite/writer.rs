@@ -36,9 +36,17 @@ pub(super) enum Durability {
     /// takes it to disk. Leases, attempts and purges use it: losing one to a power cut means at
     /// worst a repeated delivery, which at-least-once allows.
     Os,
+    /// As `Os`, for the writer task's groups, with statement journals kept in memory
+    /// (`temp_store=MEMORY`). A statement that changes many rows inside a transaction keeps the
+    /// pages it changes in a journal of its own, and SQLite moves one larger than 64 KiB to a
+    /// temporary file: a group's 128-row statements did so nearly every group, and creating,
+    /// writing and deleting that file took more of the writer's thread than SQLite itself. A
+    /// group's statements change a bounded number of pages (at most 128 rows each); purges and
+    /// operators' changes, which may change millions, keep spilling to a file.
+    Group,
 }
 
-/// The single writer connection, and the `synchronous` mode it was last set to.
+/// The single writer connection, and the [`Durability`] it was last set to.
 ///
 /// The writer task keeps the connection from one transaction to the next while no one else
 /// asks for it: sqlx pings a connection each time it goes back to the pool (a round trip to
@@ -111,7 +119,7 @@ impl Writer {
             // Unknown until the pragma is known to have run: a caller dropped mid-way (a
             // cancelled request) must not leave the cache saying FULL over a NORMAL connection.
             self.set_mode(None);
-            if set_synchronous(&mut conn, durability).await.is_ok() {
+            if apply_durability(&mut conn, durability).await.is_ok() {
                 self.set_mode(Some(durability));
                 return Ok(conn);
             }
@@ -123,7 +131,7 @@ impl Writer {
         conn.close_on_drop();
         drop(conn);
         let mut conn = self.pool.acquire().await?;
-        set_synchronous(&mut conn, durability).await?;
+        apply_durability(&mut conn, durability).await?;
         self.set_mode(Some(durability));
         Ok(conn)
     }
@@ -146,13 +154,14 @@ impl Drop for Waiting<'_> {
     }
 }
 
-async fn set_synchronous(
+async fn apply_durability(
     conn: &mut SqliteConnection,
     durability: Durability,
 ) -> Result<(), sqlx::Error> {
     let pragma = match durability {
-        Durability::Fsync => "PRAGMA synchronous = FULL",
-        Durability::Os => "PRAGMA synchronous = NORMAL",
+        Durability::Fsync => "PRAGMA synchronous = FULL; PRAGMA temp_store = DEFAULT",
+        Durability::Os => "PRAGMA synchronous = NORMAL; PRAGMA temp_store = DEFAULT",
+        Durability::Group => "PRAGMA synchronous = NORMAL; PRAGMA temp_store = MEMORY",
     };
     sqlx::query(pragma).execute(conn).await.map(|_| ())
 }
@@ -369,7 +378,7 @@ async fn write(
         None => writer.pool.acquire().await?,
     };
     // Accepts too: their answers wait for the flush that follows (see `flush`).
-    let mut conn = writer.prepare(conn, Durability::Os).await?;
+    let mut conn = writer.prepare(conn, Durability::Group).await?;
     let mut bracket = Bracket::default();
     let written = async {
         let last = records.iter().all(Vec::is_empty) && claims.is_empty();
@@ -691,5 +700,33 @@ mod tests {
         assert_eq!(cut(128), [(0..128, 128)]);
         assert_eq!(cut(131), [(0..128, 128), (128..131, 4)]);
         assert_eq!(placeholders(2, 3), "(?, ?, ?), (?, ?, ?)");
+    }
+
+    /// The writer task's groups keep their statement journals in memory; every other write on
+    /// the connection (a purge may change millions of rows) spills to a file again.
+    #[tokio::test]
+    async fn only_groups_keep_statement_journals_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = super::super::SqliteStore::open(&dir.path().join("t.db"))
+            .await
+            .unwrap();
+        let writer = &store.writer;
+        // (synchronous, temp_store): FULL is 2, NORMAL 1; temp_store MEMORY is 2, DEFAULT 0.
+        async fn modes(conn: &mut SqliteConnection) -> (i64, i64) {
+            let get = |pragma| sqlx::query_scalar::<_, i64>(pragma);
+            let synchronous = get("PRAGMA synchronous").fetch_one(&mut *conn).await;
+            let temp_store = get("PRAGMA temp_store").fetch_one(&mut *conn).await;
+            (synchronous.unwrap(), temp_store.unwrap())
+        }
+        let mut conn = writer.acquire(Durability::Os).await.unwrap();
+        assert_eq!(modes(&mut conn).await, (1, 0));
+        let mut conn = writer.prepare(conn, Durability::Group).await.unwrap();
+        assert_eq!(modes(&mut conn).await, (1, 2));
+        let mut conn = writer.prepare(conn, Durability::Fsync).await.unwrap();
+        assert_eq!(modes(&mut conn).await, (2, 0));
+        let mut conn = writer.prepare(conn, Durability::Group).await.unwrap();
+        assert_eq!(modes(&mut conn).await, (1, 2));
+        let mut conn = writer.prepare(conn, Durability::Os).await.unwrap();
+        assert_eq!(modes(&mut conn).await, (1, 0));
     }
 }
