@@ -84,6 +84,7 @@ on_both_stores!(
     repeats_that_arrive_together_are_stored_once,
     copies_that_share_a_commit_make_one_notification,
     two_instances_never_claim_the_same_delivery,
+    each_claim_takes_at_most_its_limit_oldest_first,
     unclaimed_and_released_work_is_due_again_at_once,
     next_due_says_when_a_lane_should_look_again,
     purge_removes_finished_work_only,
@@ -485,6 +486,30 @@ async fn two_instances_never_claim_the_same_delivery(b: Backend) {
     all.dedup();
     assert_eq!(before, all.len(), "a delivery was claimed twice");
     assert_eq!(all.len(), 60, "every delivery was claimed once");
+}
+
+/// One claim statement serves every limit a lane asks for (SQLite's is prepared once and its
+/// limit bound each time): each is honoured, and what one leaves the next takes, oldest first.
+async fn each_claim_takes_at_most_its_limit_oldest_first(b: Backend) {
+    let store = b.store.as_ref();
+    let mut accepted = Vec::new();
+    for i in 0..6 {
+        match store
+            .accept(incoming(&format!("l{i}"), &["crm"]))
+            .await
+            .unwrap()
+        {
+            Accepted::New { notification, .. } => accepted.push(notification),
+            other => panic!("{other:?}"),
+        }
+    }
+    let mut taken = Vec::new();
+    for (limit, expected) in [(2, 2), (1, 1), (64, 3), (5, 0)] {
+        let batch = store.claim_due("crm", limit, "w", LEASE).await.unwrap();
+        assert_eq!(batch.len(), expected, "a claim of up to {limit}");
+        taken.extend(batch.into_iter().map(|c| c.notification_id));
+    }
+    assert_eq!(taken, accepted);
 }
 
 async fn unclaimed_and_released_work_is_due_again_at_once(b: Backend) {

@@ -658,7 +658,9 @@ async fn claim(
              WHERE destination = ?3 AND status IN ('pending', 'retrying') AND next_attempt_at <= ?4
                AND (lease_expires_at IS NULL OR lease_expires_at <= ?4)
              ORDER BY next_attempt_at, id
-             LIMIT ?5)
+             -- Not a bare `LIMIT ?5`: SQLite plans that for the value bound, and prepares the
+             -- statement again each time a value is bound, which was every claim.
+             LIMIT ?5 + 0)
          RETURNING id, notification_id, attempts, retry_base, state, in_doubt_since",
         false,
     );
