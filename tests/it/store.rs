@@ -490,6 +490,8 @@ async fn two_instances_never_claim_the_same_delivery(b: Backend) {
 
 /// One claim statement serves every limit a lane asks for (SQLite's is prepared once and its
 /// limit bound each time): each is honoured, and what one leaves the next takes, oldest first.
+/// (A guard of what the limit means; whether SQLite prepares the statement again is not seen
+/// from here.)
 async fn each_claim_takes_at_most_its_limit_oldest_first(b: Backend) {
     let store = b.store.as_ref();
     let mut accepted = Vec::new();

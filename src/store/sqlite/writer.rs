@@ -33,16 +33,18 @@ pub(super) enum Durability {
     /// task's accepts reach the disk by [`super::flush`] instead.)
     Fsync,
     /// In the OS (`synchronous=NORMAL`): survives a crash of the process, and the next fsync
-    /// takes it to disk. Leases, attempts and purges use it: losing one to a power cut means at
-    /// worst a repeated delivery, which at-least-once allows.
+    /// takes it to disk. Giving leases back, readiness, purges, replays and cancels use it:
+    /// losing one to a power cut means at worst a repeated delivery, which at-least-once allows.
     Os,
-    /// As `Os`, for the writer task's groups, with statement journals kept in memory
-    /// (`temp_store=MEMORY`). A statement that changes many rows inside a transaction keeps the
-    /// pages it changes in a journal of its own, and SQLite moves one larger than 64 KiB to a
-    /// temporary file: a group's 128-row statements did so nearly every group, and creating,
-    /// writing and deleting that file took more of the writer's thread than SQLite itself. A
-    /// group's statements change a bounded number of pages (at most 128 rows each); purges and
-    /// operators' changes, which may change millions, keep spilling to a file.
+    /// As `Os`, for the writer task's groups (accepts, claims, records), with statement journals
+    /// kept in memory (`temp_store=MEMORY`). A statement that changes many rows inside a
+    /// transaction keeps the earlier content of the pages it changes in a journal of its own,
+    /// and SQLite moves one larger than 64 KiB to a temporary file: a group's 128-row statements
+    /// did so nearly every group, and creating, writing and deleting that file took a large
+    /// share of the writer's thread. Such a journal holds at most the pages its statement's rows
+    /// fill, a few per row: about the size of what the group holds in memory already (its
+    /// bodies, its attempts). Purges and operators' changes, which may change millions of rows,
+    /// keep spilling to a file.
     Group,
 }
 
@@ -658,8 +660,8 @@ async fn claim(
              WHERE destination = ?3 AND status IN ('pending', 'retrying') AND next_attempt_at <= ?4
                AND (lease_expires_at IS NULL OR lease_expires_at <= ?4)
              ORDER BY next_attempt_at, id
-             -- Not a bare `LIMIT ?5`: SQLite plans that for the value bound, and prepares the
-             -- statement again each time a value is bound, which was every claim.
+             -- Not a bare `LIMIT ?5`: SQLite compiles that as the value bound, so binding
+             -- another expires the statement and it is prepared again, at every claim.
              LIMIT ?5 + 0)
          RETURNING id, notification_id, attempts, retry_base, state, in_doubt_since",
         false,
@@ -705,9 +707,10 @@ mod tests {
     }
 
     /// The writer task's groups keep their statement journals in memory; every other write on
-    /// the connection (a purge may change millions of rows) spills to a file again.
+    /// the connection (a purge may change millions of rows) spills to a file again. (This
+    /// checks the pragmas each mode sets, not where SQLite puts the journal.)
     #[tokio::test]
-    async fn only_groups_keep_statement_journals_in_memory() {
+    async fn only_groups_set_temp_store_to_memory() {
         let dir = tempfile::tempdir().unwrap();
         let store = super::super::SqliteStore::open(&dir.path().join("t.db"))
             .await
