@@ -281,7 +281,7 @@ impl Store for SqliteStore {
         sqlx::query(
             "UPDATE deliveries SET lease_owner = NULL, lease_expires_at = NULL, lease_token = NULL,
                  claimed_at = NULL
-             FROM (SELECT value ->> 'id' AS id, value ->> 'lease' AS lease FROM json_each(?1)) AS x
+             FROM (SELECT value ->> 'id' AS id, value ->> 'lease' AS lease FROM jsonb_each(?1)) AS x
              WHERE deliveries.id = x.id AND deliveries.lease_token = x.lease",
         )
         .bind(serde_json::Value::from(batch).to_string())
