@@ -19,7 +19,7 @@ use sqlx::sqlite::{
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::assemble::{ClaimedNotification, claimed, total};
+use super::assemble::{claimed, total};
 use super::model::*;
 use super::{Schema, Store, StoreError};
 
@@ -227,21 +227,11 @@ impl Store for SqliteStore {
             .send(Job::Claim(claim, reply))
             .await
             .map_err(|_| StoreError::Closed)?;
-        let (leased, notifications) = leased.await.map_err(|_| StoreError::Closed)??;
-        let by_id: std::collections::HashMap<i64, ClaimedNotification> = notifications
+        let leased = leased.await.map_err(|_| StoreError::Closed)??;
+        let mut out: Vec<Claimed> = leased
             .into_iter()
-            .map(|(id, participation_id, body, received_at)| {
-                (id, (participation_id, Arc::from(body), received_at))
-            })
+            .map(|(lease, notification)| claimed(lease, notification, destination, &token))
             .collect();
-        let mut out = Vec::with_capacity(leased.len());
-        for lease in leased {
-            // Foreign keys guarantee the notification; a miss would be a bug, not a reason to stop.
-            let Some(notification) = by_id.get(&lease.1).cloned() else {
-                continue;
-            };
-            out.push(claimed(lease, notification, destination, &token));
-        }
         out.sort_by_key(|c| c.delivery_id);
         Ok(out)
     }

@@ -20,7 +20,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::flush::{self, Flusher};
 use crate::store::StoreError;
-use crate::store::assemble::{LeaseColumns, attempt_json};
+use crate::store::assemble::{ClaimedNotification, LeaseColumns, attempt_json};
 use crate::store::model::*;
 
 /// The most jobs that share one transaction.
@@ -186,11 +186,21 @@ pub(super) struct Claim {
     pub token: String,
 }
 
-/// A notification of leased deliveries: `id, participation_id, body, received_at`.
-pub(super) type Body = (i64, String, String, i64);
+/// What a claim leased: each delivery's lease columns and its notification.
+pub(super) type Leased = Vec<(LeaseColumns, ClaimedNotification)>;
 
-/// What a claim leased, and the notifications those deliveries carry.
-pub(super) type Leased = (Vec<LeaseColumns>, Vec<Body>);
+/// A row of the claim: [`LeaseColumns`], then `participation_id, body, received_at`.
+type LeasedRow = (
+    i64,
+    i64,
+    i64,
+    i64,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
 
 /// The jobs of one transaction, and where each answer goes.
 #[derive(Default)]
@@ -645,9 +655,8 @@ async fn record(
     Ok(())
 }
 
-/// Leases due deliveries of one destination, soonest first, and reads their notifications:
-/// two statements, the read committing the transaction if it is the `last` (with nothing
-/// leased, there is no read, and [`Bracket::close`] commits).
+/// Leases due deliveries of one destination, soonest first, and reads their notifications, in
+/// one statement that commits the transaction if it is the `last`.
 async fn claim(
     conn: &mut SqliteConnection,
     bracket: &mut Bracket,
@@ -665,10 +674,15 @@ async fn claim(
              -- Not a bare `LIMIT ?5`: SQLite compiles that as the value bound, so binding
              -- another expires the statement and it is prepared again, at every claim.
              LIMIT ?5 + 0)
-         RETURNING id, notification_id, attempts, retry_base, state, in_doubt_since",
-        false,
+         -- The notification comes with its delivery: each row is a message from SQLite's
+         -- thread, and a second statement would send one more per delivery.
+         RETURNING id, notification_id, attempts, retry_base, state, in_doubt_since,
+             (SELECT participation_id FROM notifications n WHERE n.id = deliveries.notification_id),
+             (SELECT body FROM notifications n WHERE n.id = deliveries.notification_id),
+             (SELECT received_at FROM notifications n WHERE n.id = deliveries.notification_id)",
+        last,
     );
-    let leases: Vec<LeaseColumns> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let rows: Vec<LeasedRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(&c.owner)
         .bind(c.expires)
         .bind(&c.destination)
@@ -677,20 +691,18 @@ async fn claim(
         .bind(&c.token)
         .fetch_all(&mut *conn)
         .await?;
-    if leases.is_empty() {
-        return Ok((leases, Vec::new()));
-    }
-    let ids: Vec<i64> = leases.iter().map(|l| l.1).collect();
-    let sql = bracket.wrap(
-        "SELECT id, participation_id, body, received_at FROM notifications
-         WHERE id IN (SELECT value FROM json_each(?1))",
-        last,
-    );
-    let bodies = sqlx::query_as(sqlx::AssertSqlSafe(sql))
-        .bind(serde_json::Value::from(ids).to_string())
-        .fetch_all(&mut *conn)
-        .await?;
-    Ok((leases, bodies))
+    // Foreign keys guarantee the notification; a miss would be a bug, not a reason to stop.
+    Ok(rows
+        .into_iter()
+        .filter_map(
+            |(id, n, attempts, base, state, doubt, participation, body, at)| {
+                Some((
+                    (id, n, attempts, base, state, doubt),
+                    (participation?, body?.into(), at?),
+                ))
+            },
+        )
+        .collect())
 }
 
 #[cfg(test)]
