@@ -230,7 +230,10 @@ impl Store for SqliteStore {
         let leased = leased.await.map_err(|_| StoreError::Closed)??;
         let mut out: Vec<Claimed> = leased
             .into_iter()
-            .map(|(lease, notification)| claimed(lease, notification, destination, &token))
+            .map(|(lease, (participation_id, body, received_at))| {
+                let notification = (participation_id, Arc::from(body), received_at);
+                claimed(lease, notification, destination, &token)
+            })
             .collect();
         out.sort_by_key(|c| c.delivery_id);
         Ok(out)

@@ -20,7 +20,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::flush::{self, Flusher};
 use crate::store::StoreError;
-use crate::store::assemble::{ClaimedNotification, LeaseColumns, attempt_json};
+use crate::store::assemble::{LeaseColumns, attempt_json};
 use crate::store::model::*;
 
 /// The most jobs that share one transaction.
@@ -29,12 +29,13 @@ pub(super) const GROUP_MAX: usize = 512;
 /// How far a write must reach before it returns.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Durability {
-    /// On disk (`synchronous=FULL`) when the write returns: operators' changes. (The writer
-    /// task's accepts reach the disk by [`super::flush`] instead.)
+    /// On disk (`synchronous=FULL`) when the write returns: erasures. (The writer task's
+    /// accepts reach the disk by [`super::flush`] instead.)
     Fsync,
     /// In the OS (`synchronous=NORMAL`): survives a crash of the process, and the next fsync
     /// takes it to disk. Giving leases back, readiness, purges, replays and cancels use it:
-    /// losing one to a power cut means at worst a repeated delivery, which at-least-once allows.
+    /// losing one to a power cut means at worst a repeated delivery (at-least-once allows it),
+    /// or an operator's replay, cancel or purge to run again.
     Os,
     /// As `Os`, for the writer task's groups (accepts, claims, records), with statement journals
     /// kept in memory (`temp_store=MEMORY`). A statement that changes many rows inside a
@@ -186,8 +187,10 @@ pub(super) struct Claim {
     pub token: String,
 }
 
-/// What a claim leased: each delivery's lease columns and its notification.
-pub(super) type Leased = Vec<(LeaseColumns, ClaimedNotification)>;
+/// What a claim leased: each delivery's lease columns and its notification's
+/// `participation_id, body, received_at` (the body as read: the caller makes it shared, off the
+/// writer task).
+pub(super) type Leased = Vec<(LeaseColumns, (String, String, i64))>;
 
 /// A row of the claim: [`LeaseColumns`], then `participation_id, body, received_at`.
 type LeasedRow = (
@@ -620,7 +623,7 @@ async fn record(
         // since, leaves no row and moves nothing. The counts per destination and hour are
         // anonymous, for charts that outlive purge and erasure. `jsonb_each` hands each
         // attempt over as SQLite's binary JSON, which `->>` reads in place: `json_each` hands
-        // it over as text, made again and parsed again for every `->>`.
+        // it over as text, made again for every `->>` and matched or parsed again.
         "INSERT INTO attempts (delivery_id, number, started_at, duration_ms, outcome, status_code, error, response)
          SELECT value ->> 'id', value ->> 'number', value ->> 'started_at', value ->> 'duration_ms',
                 value ->> 'outcome', value ->> 'status_code', value ->> 'error', value ->> 'response'
@@ -698,7 +701,7 @@ async fn claim(
             |(id, n, attempts, base, state, doubt, participation, body, at)| {
                 Some((
                     (id, n, attempts, base, state, doubt),
-                    (participation?, body?.into(), at?),
+                    (participation?, body?, at?),
                 ))
             },
         )
