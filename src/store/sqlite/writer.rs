@@ -2,11 +2,11 @@
 //! to its connection thread, so writes are grouped: whatever accepts, attempt records and
 //! claims wait while a transaction runs go into the next one, each kind in a few statements
 //! whatever the count (accepts as bound values, up to 128 rows a statement; records as one JSON
-//! array; one statement and one read per claim). Every transaction commits without waiting
-//! for the disk; the accepts in it are answered after the flush of the write-ahead log that
-//! follows, which runs on a thread of its own while the next transaction does (see
-//! [`super::flush`]). Records are answered at once (see [`Durability`]), and so are claims
-//! unless an accept still waits for its flush: then they wait for it too.
+//! array; one statement per claim, its notifications included). Every transaction commits
+//! without waiting for the disk; the accepts in it are answered after the flush of the
+//! write-ahead log that follows, which runs on a thread of its own while the next transaction
+//! does (see [`super::flush`]). Records are answered at once (see [`Durability`]), and so are
+//! claims unless an accept still waits for its flush: then they wait for it too.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
