@@ -228,12 +228,16 @@ impl Store for SqliteStore {
             .await
             .map_err(|_| StoreError::Closed)?;
         let leased = leased.await.map_err(|_| StoreError::Closed)??;
+        // Foreign keys guarantee the notification; a miss would be a bug, not a reason to stop.
         let mut out: Vec<Claimed> = leased
             .into_iter()
-            .map(|(lease, (participation_id, body, received_at))| {
-                let notification = (participation_id, Arc::from(body), received_at);
-                claimed(lease, notification, destination, &token)
-            })
+            .filter_map(
+                |(id, n, attempts, base, state, doubt, participation, body, at)| {
+                    let notification = (participation?, Arc::from(body?), at?);
+                    let lease = (id, n, attempts, base, state, doubt);
+                    Some(claimed(lease, notification, destination, &token))
+                },
+            )
             .collect();
         out.sort_by_key(|c| c.delivery_id);
         Ok(out)

@@ -20,7 +20,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 use super::flush::{self, Flusher};
 use crate::store::StoreError;
-use crate::store::assemble::{LeaseColumns, attempt_json};
+use crate::store::assemble::attempt_json;
 use crate::store::model::*;
 
 /// The most jobs that share one transaction.
@@ -187,13 +187,10 @@ pub(super) struct Claim {
     pub token: String,
 }
 
-/// What a claim leased: each delivery's lease columns and its notification's
-/// `participation_id, body, received_at` (the body as read: the caller makes it shared, off the
-/// writer task).
-pub(super) type Leased = Vec<(LeaseColumns, (String, String, i64))>;
-
-/// A row of the claim: [`LeaseColumns`], then `participation_id, body, received_at`.
-type LeasedRow = (
+/// What a claim leased, a row per delivery: its `LeaseColumns`, then its notification's
+/// `participation_id, body, received_at` (`None` only if the notification were missing). The
+/// caller shapes them, off the writer task.
+pub(super) type Leased = Vec<(
     i64,
     i64,
     i64,
@@ -203,7 +200,7 @@ type LeasedRow = (
     Option<String>,
     Option<String>,
     Option<i64>,
-);
+)>;
 
 /// The jobs of one transaction, and where each answer goes.
 #[derive(Default)]
@@ -685,7 +682,7 @@ async fn claim(
              (SELECT received_at FROM notifications n WHERE n.id = deliveries.notification_id)",
         last,
     );
-    let rows: Vec<LeasedRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+    let leased = sqlx::query_as(sqlx::AssertSqlSafe(sql))
         .bind(&c.owner)
         .bind(c.expires)
         .bind(&c.destination)
@@ -694,18 +691,7 @@ async fn claim(
         .bind(&c.token)
         .fetch_all(&mut *conn)
         .await?;
-    // Foreign keys guarantee the notification; a miss would be a bug, not a reason to stop.
-    Ok(rows
-        .into_iter()
-        .filter_map(
-            |(id, n, attempts, base, state, doubt, participation, body, at)| {
-                Some((
-                    (id, n, attempts, base, state, doubt),
-                    (participation?, body?, at?),
-                ))
-            },
-        )
-        .collect())
+    Ok(leased)
 }
 
 #[cfg(test)]
